@@ -1,0 +1,56 @@
+"""gpuad: automatic differentiation for array-API programs on CuPy and NumPy.
+
+Quick start::
+
+    import gpuad
+    from gpuad import xp
+
+    f = lambda x: xp.sum(xp.tanh(x) ** 2)
+    gpuad.grad(f)(x)
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+# NOTE [backends layout]: the backend modules live in ``backends/`` at the top
+# of the source tree and are installed as ``gpuad.backends`` (setuptools
+# package-dir).  When gpuad is imported from a source checkout the installed
+# mapping is absent, so the checkout's top directory is added to this
+# package's search path, which makes ``gpuad.backends`` resolve to
+# ``backends/`` there too.
+_here = _os.path.dirname(__file__)
+if not _os.path.isdir(_os.path.join(_here, "backends")):
+    _top = _os.path.dirname(_here)
+    if _os.path.isfile(_os.path.join(_top, "backends", "__init__.py")):
+        __path__.append(_top)  # noqa: F821
+
+__version__ = "0.1.0"
+
+from . import _array  # noqa: E402,F401  (installs the array protocol on tracers)
+from . import ops, xp  # noqa: E402,F401
+from ._backend import get_backend, set_backend  # noqa: E402
+from ._registry import PRIMITIVES  # noqa: E402
+from ._tree import tree_flatten, tree_leaves, tree_map, tree_unflatten  # noqa: E402
+from .transforms import (  # noqa: E402
+    grad, hessian, hvp, jacfwd, jacrev, jvp, stop_gradient, value_and_grad, vjp,
+)
+
+__all__ = [
+    "grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "hessian", "hvp",
+    "stop_gradient", "custom_vjp", "custom_jvp", "set_backend", "get_backend", "xp", "nn",
+    "testing", "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "PRIMITIVES",
+]
+
+
+def __getattr__(name):
+    # Submodules that need more than the core are imported on first use.
+    if name in ("nn", "testing"):
+        import importlib
+
+        return importlib.import_module(f"gpuad.{name}")
+    if name in ("custom_vjp", "custom_jvp"):
+        from . import custom
+
+        return getattr(custom, name)
+    raise AttributeError(f"module 'gpuad' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""Forward mode: tracers that carry a tangent beside their primal.
+
+# NOTE [symbolic zeros]: a tangent of ``None`` is an exact zero.  Rules are
+# not called for zero tangents, and an op whose inputs all have zero tangents
+# returns its plain primal output, so constants never grow a tangent.
+"""
+
+from __future__ import annotations
+
+from ._core import Trace, Tracer, bind
+
+__all__ = ["JVPTrace", "JVPTracer"]
+
+
+class JVPTracer(Tracer):
+    """``_primal`` with its ``_tangent`` (same shape and dtype)."""
+
+    __slots__ = ("_tangent",)
+
+    def __init__(self, trace, primal, tangent):
+        self._trace = trace
+        self._primal = primal
+        self._tangent = tangent
+
+
+class JVPTrace(Trace):
+    """Forward-mode trace: pushes tangents through each primitive as it runs."""
+
+    __slots__ = ()
+
+    def process(self, prim, args, params):
+        primals = []
+        tangents = []
+        any_tangent = False
+        for a in args:
+            if isinstance(a, JVPTracer) and a._trace is self:
+                primals.append(a._primal)
+                tangents.append(a._tangent)
+                any_tangent = True
+            else:
+                primals.append(a)
+                tangents.append(None)
+        if prim.custom is not None:
+            return prim.custom.process_jvp(self, prim, primals, tangents, params)
+        ans = bind(prim, primals, params)
+        if prim.jvp_joint is not None:
+            tout = prim.jvp_joint(tuple(tangents), ans, *primals, **params)
+        else:
+            tout = None
+            for i, t in enumerate(tangents):
+                if t is None:
+                    continue
+                c = prim.jvp_rule(i)(t, ans, *primals, **params)
+                if c is not None:
+                    tout = c if tout is None else _add(tout, c)
+        if prim.multiple_results:
+            tout = tuple(None if t is None else fit(t, a, prim.name) for t, a in zip(tout, ans))
+            return tuple(a if t is None else JVPTracer(self, a, t) for a, t in zip(ans, tout))
+        if tout is None:
+            return ans
+        return JVPTracer(self, ans, fit(tout, ans, prim.name))
+
+
+def _add(a, b):
+    from . import ops
+
+    return ops.add(a, b)
+
+
+def fit(t, ans, name):
+    """Broadcast a tangent contribution to the output's shape and dtype."""
+    from . import ops
+
+    if tuple(t.shape) != tuple(ans.shape):
+        try:
+            t = ops.broadcast_to(t, tuple(ans.shape))
+        except Exception:
+            raise ValueError(
+                f"{name}: JVP rule returned shape {tuple(t.shape)}, which does not broadcast to the "
+                f"output shape {tuple(ans.shape)}"
+            ) from None
+    if t.dtype != ans.dtype:
+        t = ops.astype(t, ans.dtype)
+    return t

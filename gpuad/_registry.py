@@ -1,0 +1,237 @@
+"""The op registry: each primitive is declared once, with its rules beside it.
+
+A primitive has
+
+* an implementation ``impl(xp, *args, **params)`` written against the array
+  namespace ``xp`` of its inputs (a backend may override it per namespace);
+* one VJP rule per positional argument, ``vjp_i(g, ans, *args, **params)``,
+  returning the cotangent of argument ``i`` (``None`` for a symbolic zero);
+* either one JVP rule per argument, ``jvp_i(t, ans, *args, **params)``,
+  returning argument ``i``'s contribution to the output tangent, or one joint
+  rule ``jvp(tangents, ans, *args, **params)``.
+
+Rules are written with gpuad's own differentiable ops, so they can be
+differentiated again.  Positional arguments may be traced; keyword ``params``
+are static (axes, keys, flags).
+
+# NOTE [what a node keeps]: a primitive declares which of its inputs
+# (``keep_args``) and whether its output (``keep_ans``) the VJP rules read.
+# The reverse tape keeps exactly those; every other argument is replaced by a
+# :class:`Spec` (shape, dtype, device) before the rule sees it.  This is what
+# makes the tape's memory predictable.
+"""
+
+from __future__ import annotations
+
+from ._backend import namespace_of
+from ._core import bind
+
+__all__ = [
+    "Primitive",
+    "Spec",
+    "defop",
+    "deflinear",
+    "defunary",
+    "defnondiff",
+    "override",
+    "PRIMITIVES",
+]
+
+#: name -> Primitive, for every registered primitive.
+PRIMITIVES: dict = {}
+
+
+class Spec:
+    """Shape, dtype and device of an argument the tape did not keep."""
+
+    __slots__ = ("shape", "dtype", "device")
+
+    def __init__(self, x):
+        self.shape = tuple(x.shape)
+        self.dtype = x.dtype
+        self.device = x.device
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def __repr__(self):
+        return f"Spec(shape={self.shape}, dtype={self.dtype})"
+
+
+class Primitive:
+    """A differentiable operation.  Call it like a function.
+
+    Attributes
+    ----------
+    name : str
+    impl_default : callable
+        ``impl(xp, *args, **params)``.
+    impls : dict
+        Backend overrides, namespace module -> implementation.
+    vjps : tuple
+        One rule (or ``None`` if undefined) per positional argument.
+    jvps : tuple or None
+        One rule per positional argument, or ``None`` if ``jvp_joint`` is used.
+    jvp_joint : callable or None
+    keep_args : tuple of int
+        Arguments the VJP rules read (see NOTE [what a node keeps]).
+    keep_ans : bool
+        Whether the VJP rules read the output.
+    multiple_results : bool
+        The implementation returns a tuple of arrays.
+    nondiff : bool
+        Outputs carry no derivative: tracers are stripped before the call.
+    custom : object or None
+        For user-defined rules (``gpuad.custom``): the object whose
+        ``process_vjp``/``backward``/``process_jvp`` the engine calls instead.
+    """
+
+    __slots__ = (
+        "name", "impl_default", "impls", "vjps", "jvps", "jvp_joint",
+        "keep_args", "keep_ans", "multiple_results", "nondiff", "custom", "vjp_variadic", "doc",
+    )
+
+    def __init__(self, name, impl, *, vjps=(), jvps=None, jvp_joint=None, keep_args=None,
+                 keep_ans=True, multiple_results=False, nondiff=False, vjp_variadic=None, doc=None):
+        self.name = name
+        self.vjp_variadic = vjp_variadic
+        self.impl_default = impl
+        self.impls = {}
+        self.vjps = tuple(vjps)
+        self.jvps = None if jvps is None else tuple(jvps)
+        self.jvp_joint = jvp_joint
+        self.keep_args = tuple(range(len(self.vjps))) if keep_args is None else tuple(keep_args)
+        self.keep_ans = keep_ans
+        self.multiple_results = multiple_results
+        self.nondiff = nondiff
+        self.custom = None  # set for custom_vjp / custom_jvp functions (gpuad.custom)
+        self.doc = doc or getattr(impl, "__doc__", None)
+
+    def __call__(self, *args, **params):
+        if self.nondiff:
+            from ._core import full_unbox
+
+            return self.impl(tuple(full_unbox(a) for a in args), params)
+        return bind(self, args, params)
+
+    def impl(self, args, params):
+        xp = namespace_of(args, self.name)
+        fn = self.impls.get(xp, self.impl_default)
+        return fn(xp, *args, **params)
+
+    def vjp_rule(self, i):
+        if self.vjp_variadic is not None:
+            return lambda *a, **p: self.vjp_variadic(i, *a, **p)
+        rule = self.vjps[i] if i < len(self.vjps) else None
+        if rule is None:
+            raise NotImplementedError(
+                f"{self.name}: no VJP rule for argument {i}; reverse mode cannot differentiate "
+                f"'{self.name}' with respect to that argument"
+            )
+        return rule
+
+    def jvp_rule(self, i):
+        rule = self.jvps[i] if self.jvps is not None and i < len(self.jvps) else None
+        if rule is None:
+            raise NotImplementedError(
+                f"{self.name}: no JVP rule for argument {i}; forward mode cannot differentiate "
+                f"'{self.name}' with respect to that argument"
+            )
+        return rule
+
+    def __repr__(self):
+        return f"<gpuad primitive {self.name}>"
+
+
+def _register(prim):
+    if prim.name in PRIMITIVES:
+        raise ValueError(f"primitive {prim.name!r} is already registered")
+    PRIMITIVES[prim.name] = prim
+    return prim
+
+
+def defop(name, impl, *, vjp=(), jvp=None, jvp_joint=None, keep_args=None, keep_ans=True,
+          multiple_results=False, doc=None):
+    """Declare a primitive with explicit rules; see the module docstring."""
+    return _register(Primitive(name, impl, vjps=vjp, jvps=jvp, jvp_joint=jvp_joint, keep_args=keep_args,
+                               keep_ans=keep_ans, multiple_results=multiple_results, doc=doc))
+
+
+def deflinear(name, impl, *, vjp=(), vjp_variadic=None, doc=None):
+    """Declare a primitive that is jointly linear in its positional arguments.
+
+    ``vjp`` holds one rule per argument; ``vjp_variadic(i, g, ans, *args)``
+    serves ops with any number of arguments (``concat``).
+
+    Its JVP is the primitive itself applied to the tangents (symbolic zeros are
+    materialised only when some, but not all, tangents are zero).  The VJP rules
+    receive only :class:`Spec` for the arguments: a linear map needs none of them.
+    """
+    prim = None
+
+    def jvp_joint(tangents, ans, *args, **params):
+        ts = [t if t is not None else _zeros_like(a) for t, a in zip(tangents, args)]
+        return prim(*ts, **params)
+
+    prim = _register(Primitive(name, impl, vjps=vjp, jvp_joint=jvp_joint, keep_args=(), keep_ans=False,
+                               vjp_variadic=vjp_variadic, doc=doc))
+    return prim
+
+
+def defunary(name, impl, deriv, *, uses="x", doc=None):
+    """Declare an elementwise function of one argument from its derivative.
+
+    ``deriv(ans, x)`` returns f'(x), written with gpuad ops; ``uses`` says
+    which of ``"x"``, ``"ans"`` or ``"both"`` it reads, so the tape keeps only
+    that.  VJP: ``g * f'(x)``; JVP: ``t * f'(x)``.
+    """
+    keep_args = (0,) if uses in ("x", "both") else ()
+    keep_ans = uses in ("ans", "both")
+    return _register(Primitive(
+        name, impl,
+        vjps=(lambda g, ans, x: _multiply(g, deriv(ans, x)),),
+        jvps=(lambda t, ans, x: _multiply(t, deriv(ans, x)),),
+        keep_args=keep_args, keep_ans=keep_ans, doc=doc,
+    ))
+
+
+def defnondiff(name, impl, doc=None):
+    """Declare an op whose output has zero derivative (comparisons, argmax, floor, ...).
+
+    Tracers are stripped from its arguments, and its result is a plain array.
+    """
+    return _register(Primitive(name, impl, nondiff=True, doc=doc))
+
+
+def override(name, xp, impl):
+    """Replace primitive ``name``'s implementation for namespace ``xp`` only.
+
+    Used by backends for fused kernels; the primitive's rules are untouched.
+    """
+    try:
+        prim = PRIMITIVES[name]
+    except KeyError:
+        raise KeyError(f"override: no primitive named {name!r}") from None
+    prim.impls[xp] = impl
+
+
+def _multiply(a, b):
+    from .ops import multiply
+
+    return multiply(a, b)
+
+
+def _zeros_like(a):
+    if not hasattr(a, "shape"):
+        return a if a is None else 0.0 * a  # Python scalar argument
+    from .ops import zeros_like
+
+    return zeros_like(a)

@@ -1,0 +1,230 @@
+"""Reverse mode: the tape and the backward pass.
+
+A :class:`VJPTrace` records one :class:`Node` per primitive applied to its
+tracers.  :func:`backward` walks the nodes in reverse creation order,
+iteratively (no recursion, so 100,000-op chains are fine).
+
+# NOTE [engine duties]: the backward pass, not the rules, does the work every
+# op shares: it un-broadcasts each cotangent to its argument's shape and
+# dtype, accumulates fan-out contributions, skips nodes whose cotangent is a
+# symbolic zero (``None``), and -- when ``free`` is set, as in ``grad`` -- drops
+# each node's residuals as soon as its rules have consumed them.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from ._core import Trace, Tracer, bind
+from ._registry import Spec
+
+__all__ = ["VJPTrace", "VJPTracer", "Node", "backward"]
+
+_seq = itertools.count()
+
+
+class Node:
+    """One recorded primitive application.
+
+    Attributes
+    ----------
+    prim : Primitive or None
+        ``None`` for a leaf (an input being differentiated).
+    parents : tuple
+        Per positional argument, the ``(node, output_index)`` it came from, or
+        ``None`` if the argument is a constant at this level.
+    args : tuple
+        Per argument: the value if the rule keeps it, else its :class:`Spec`
+        (for scalars and ``None``, the value itself).
+    ans : array, tuple or None
+        The output, if the rule keeps it.
+    params : dict
+        Static parameters.
+    out_specs : tuple of Spec
+        Shape/dtype of each output (for materialising zero cotangents).
+    seq : int
+        Creation order; backward visits nodes in decreasing ``seq``.
+    """
+
+    __slots__ = ("prim", "parents", "args", "ans", "params", "out_specs", "seq")
+
+    def __init__(self, prim, parents, args, ans, params, out_specs):
+        self.prim = prim
+        self.parents = parents
+        self.args = args
+        self.ans = ans
+        self.params = params
+        self.out_specs = out_specs
+        self.seq = next(_seq)
+
+
+class VJPTracer(Tracer):
+    """A value recorded on a reverse tape: ``_primal`` plus where it came from."""
+
+    __slots__ = ("_node", "_index")
+
+    def __init__(self, trace, primal, node, index):
+        self._trace = trace
+        self._primal = primal
+        self._node = node
+        self._index = index
+
+
+class VJPTrace(Trace):
+    """Reverse-mode trace: records nodes while the user function runs."""
+
+    __slots__ = ()
+
+    def new_input(self, x):
+        node = Node(None, (), (), None, None, (Spec(x),))
+        return VJPTracer(self, x, node, 0)
+
+    def process(self, prim, args, params):
+        primals = []
+        parents = []
+        traced = False
+        for a in args:
+            if isinstance(a, VJPTracer) and a._trace is self:
+                primals.append(a._primal)
+                parents.append((a._node, a._index))
+                traced = True
+            else:
+                primals.append(a)
+                parents.append(None)
+        ans = bind(prim, primals, params)
+        if prim.custom is not None:
+            return prim.custom.process_vjp(self, prim, primals, parents, ans, params)
+        keep = prim.keep_args
+        kept = tuple(
+            p if (i in keep or p is None or not hasattr(p, "shape")) else Spec(p)
+            for i, p in enumerate(primals)
+        )
+        if prim.multiple_results:
+            node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params,
+                        tuple(Spec(a) for a in ans))
+            return tuple(VJPTracer(self, a, node, i) for i, a in enumerate(ans))
+        node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params, (Spec(ans),))
+        return VJPTracer(self, ans, node, 0)
+
+
+def unbroadcast(ct, spec, prim_name, argnum):
+    """Sum ``ct`` down to ``spec.shape`` and cast it to ``spec.dtype``."""
+    from . import ops
+
+    shape = spec.shape
+    cshape = tuple(ct.shape)
+    if cshape != shape:
+        lead = len(cshape) - len(shape)
+        if lead < 0:
+            raise ValueError(
+                f"{prim_name}: VJP rule for argument {argnum} returned shape {cshape}, "
+                f"which does not broadcast to the argument's shape {shape}"
+            )
+        axes = tuple(range(lead)) + tuple(
+            lead + i for i, (s, c) in enumerate(zip(shape, cshape[lead:])) if s == 1 and c != 1
+        )
+        if axes:
+            ct = ops.sum(ct, axis=axes)
+        if tuple(ct.shape) != shape:
+            ct = ops.reshape(ct, shape)
+    if ct.dtype != spec.dtype:
+        ct = ops.astype(ct, spec.dtype)
+    return ct
+
+
+def _arg_spec(node, i):
+    a = node.args[i]
+    return a if isinstance(a, Spec) else Spec(a)
+
+
+def backward(roots, free):
+    """Propagate cotangents from ``roots`` back to every node reachable from them.
+
+    Parameters
+    ----------
+    roots : list of ((Node, int), array)
+        Output references and their cotangents.
+    free : bool
+        Drop each node's residuals once consumed (the graph cannot be reused).
+
+    Returns
+    -------
+    dict
+        Leaf ``Node`` -> accumulated cotangent (absent means zero).
+    """
+    pending = {}
+    for (node, idx), ct in roots:
+        _accumulate(pending, node, idx, ct, len(node.out_specs))
+    # Iterative topological order: every node reachable from the roots,
+    # visited newest first (a node is always newer than its inputs).
+    seen = set()
+    order = []
+    stack = [node for (node, _), _ in roots]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        for p in node.parents:
+            if p is not None and id(p[0]) not in seen:
+                stack.append(p[0])
+    order.sort(key=_seq_of, reverse=True)
+
+    leaves = {}
+    for node in order:
+        cts = pending.pop(node, None)
+        if cts is None:
+            continue  # symbolic zero: nothing flows through this node
+        prim = node.prim
+        if prim is None:
+            leaves[node] = cts[0]
+            continue
+        if prim.multiple_results:
+            g = tuple(c if c is not None else _zeros(s) for c, s in zip(cts, node.out_specs))
+        else:
+            g = cts[0]
+        if prim.custom is not None:
+            contributions = prim.custom.backward(node, g)
+        else:
+            contributions = None
+        for i, parent in enumerate(node.parents):
+            if parent is None:
+                continue
+            if contributions is not None:
+                ct = contributions[i]
+            else:
+                ct = prim.vjp_rule(i)(g, node.ans, *node.args, **node.params)
+            if ct is None:
+                continue
+            ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
+            pnode, pidx = parent
+            _accumulate(pending, pnode, pidx, ct, len(pnode.out_specs))
+        if free:
+            node.args = None
+            node.ans = None
+            node.parents = ()
+    return leaves
+
+
+def _seq_of(node):
+    return node.seq
+
+
+def _accumulate(pending, node, idx, ct, nout):
+    slot = pending.get(node)
+    if slot is None:
+        slot = pending[node] = [None] * nout
+    prev = slot[idx]
+    if prev is None:
+        slot[idx] = ct
+    else:
+        from . import ops
+
+        slot[idx] = ops.add(prev, ct)
+
+
+def _zeros(spec):
+    from . import ops
+
+    return ops.zeros(spec.shape, dtype=spec.dtype, device=spec.device)

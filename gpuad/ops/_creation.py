@@ -1,0 +1,138 @@
+"""Array creation.  No derivatives flow through these: outputs are plain arrays.
+
+Functions with an array argument (``zeros_like``) create on that array's
+backend and device; the others use ``device`` if it names a backend's device,
+else the default backend.
+"""
+
+from __future__ import annotations
+
+from .._backend import default_namespace, namespace_of
+from .._core import full_unbox
+from .._dtypes import dtype_in
+
+__all__ = [
+    "zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
+    "arange", "linspace", "eye", "asarray", "meshgrid", "from_dlpack", "namespace_for_device",
+]
+
+
+def namespace_for_device(device):
+    """The namespace that owns ``device`` (the default backend's for ``None``)."""
+    if device is None:
+        return default_namespace()
+    mod = type(device).__module__ or ""
+    if mod.startswith("array_api_strict"):
+        from .._backend import backend_module
+
+        return backend_module("array_api_strict").namespace()
+    if mod.startswith("cupy"):
+        from .._backend import backend_module
+
+        return backend_module("cupy").namespace()
+    return default_namespace()
+
+
+def _kw(xp, dtype, device):
+    kw = {}
+    if dtype is not None:
+        kw["dtype"] = dtype_in(xp, dtype)
+    if device is not None:
+        kw["device"] = device
+    return kw
+
+
+def zeros(shape, *, dtype=None, device=None):
+    xp = namespace_for_device(device)
+    return xp.zeros(shape, **_kw(xp, dtype, device))
+
+
+def ones(shape, *, dtype=None, device=None):
+    xp = namespace_for_device(device)
+    return xp.ones(shape, **_kw(xp, dtype, device))
+
+
+def empty(shape, *, dtype=None, device=None):
+    xp = namespace_for_device(device)
+    return xp.empty(shape, **_kw(xp, dtype, device))
+
+
+def full(shape, fill_value, *, dtype=None, device=None):
+    xp = namespace_for_device(device)
+    return xp.full(shape, full_unbox(fill_value), **_kw(xp, dtype, device))
+
+
+def _like(name, x, dtype, device, *extra):
+    x = full_unbox(x)
+    xp = namespace_of((x,), name)
+    return getattr(xp, name)(x, *extra, **_kw(xp, dtype, device))
+
+
+def zeros_like(x, /, *, dtype=None, device=None):
+    return _like("zeros_like", x, dtype, device)
+
+
+def ones_like(x, /, *, dtype=None, device=None):
+    return _like("ones_like", x, dtype, device)
+
+
+def empty_like(x, /, *, dtype=None, device=None):
+    return _like("empty_like", x, dtype, device)
+
+
+def full_like(x, /, fill_value, *, dtype=None, device=None):
+    return _like("full_like", x, dtype, device, full_unbox(fill_value))
+
+
+def arange(start, /, stop=None, step=1, *, dtype=None, device=None):
+    xp = namespace_for_device(device)
+    return xp.arange(start, stop, step, **_kw(xp, dtype, device))
+
+
+def linspace(start, stop, /, num, *, dtype=None, device=None, endpoint=True):
+    xp = namespace_for_device(device)
+    return xp.linspace(start, stop, num, endpoint=endpoint, **_kw(xp, dtype, device))
+
+
+def eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None):
+    xp = namespace_for_device(device)
+    return xp.eye(n_rows, n_cols, k=k, **_kw(xp, dtype, device))
+
+
+def asarray(obj, /, *, dtype=None, device=None, copy=None):
+    """Like the standard's ``asarray``; a traced value is returned as is (or cast)."""
+    from .._core import Tracer
+
+    if isinstance(obj, Tracer):
+        if dtype is not None:
+            from ._elementwise import astype
+
+            return astype(obj, dtype)
+        return obj
+    if hasattr(obj, "__array_namespace__") and device is None:
+        xp = namespace_of((obj,), "asarray")
+    else:
+        xp = namespace_for_device(device)
+    return xp.asarray(obj, copy=copy, **_kw(xp, dtype, device))
+
+
+def meshgrid(*arrays, indexing="xy"):
+    from ._manipulation import broadcast_to, reshape
+
+    n = len(arrays)
+    shapes = [a.shape[0] for a in arrays]
+    if indexing == "xy" and n >= 2:
+        shapes[0], shapes[1] = shapes[1], shapes[0]
+    out = []
+    for i, a in enumerate(arrays):
+        j = i
+        if indexing == "xy" and n >= 2 and i < 2:
+            j = 1 - i
+        shape = [1] * n
+        shape[j] = a.shape[0]
+        out.append(broadcast_to(reshape(a, tuple(shape)), tuple(shapes)))
+    return out
+
+
+def from_dlpack(x, /, *, device=None, copy=None):
+    return default_namespace().from_dlpack(x)
