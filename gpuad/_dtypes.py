@@ -11,20 +11,18 @@ _name_cache: dict = {}
 
 def dtype_name(dtype):
     """``"float32"`` for any library's float32 dtype object (or a string)."""
-    try:
-        return _name_cache[dtype]
-    except (KeyError, TypeError):
-        pass
+    # Keyed by identity: dtypes of different libraries must not be compared
+    # with each other (array-api-strict warns), and dtype objects are long-lived.
+    hit = _name_cache.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return hit[1]
     if isinstance(dtype, str):
         name = dtype
     else:
         name = getattr(dtype, "name", None)
         if not isinstance(name, str):
             name = str(dtype).rsplit(".", 1)[-1]
-    try:
-        _name_cache[dtype] = name
-    except TypeError:
-        pass
+    _name_cache[id(dtype)] = (dtype, name)
     return name
 
 

@@ -1,0 +1,5 @@
+"""Linear algebra: tensordot, vecdot and the ``linalg`` extension."""
+
+from __future__ import annotations
+
+__all__ = []
