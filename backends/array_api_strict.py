@@ -37,7 +37,11 @@ def owns(ns):
 def devices():
     import array_api_strict
 
-    return [str(d) for d in array_api_strict.__array_namespace_info__().devices()]
+    out = []
+    for d in array_api_strict.__array_namespace_info__().devices():
+        name = getattr(d, "_device", None)  # Device('device1') -> "device1"
+        out.append(name if isinstance(name, str) else str(d))
+    return out
 
 
 def memory_stats():

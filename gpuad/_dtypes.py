@@ -18,6 +18,8 @@ def dtype_name(dtype):
         return hit[1]
     if isinstance(dtype, str):
         name = dtype
+    elif isinstance(dtype, type):  # NumPy scalar types such as numpy.float32
+        name = dtype.__name__.rstrip("_")
     else:
         name = getattr(dtype, "name", None)
         if not isinstance(name, str):

@@ -31,12 +31,10 @@ class JVPTrace(Trace):
     def process(self, prim, args, params):
         primals = []
         tangents = []
-        any_tangent = False
         for a in args:
             if isinstance(a, JVPTracer) and a._trace is self:
                 primals.append(a._primal)
                 tangents.append(a._tangent)
-                any_tangent = True
             else:
                 primals.append(a)
                 tangents.append(None)

@@ -82,18 +82,16 @@ class VJPTrace(Trace):
     def process(self, prim, args, params):
         primals = []
         parents = []
-        traced = False
         for a in args:
             if isinstance(a, VJPTracer) and a._trace is self:
                 primals.append(a._primal)
                 parents.append((a._node, a._index))
-                traced = True
             else:
                 primals.append(a)
                 parents.append(None)
-        ans = bind(prim, primals, params)
         if prim.custom is not None:
-            return prim.custom.process_vjp(self, prim, primals, parents, ans, params)
+            return prim.custom.process_vjp(self, prim, primals, tuple(parents), params)
+        ans = bind(prim, primals, params)
         keep = prim.keep_args
         kept = tuple(
             p if (i in keep or p is None or not hasattr(p, "shape")) else Spec(p)

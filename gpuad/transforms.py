@@ -254,13 +254,14 @@ def _one_hot_rows(x):
     for s in raw.shape:
         n *= s
     eye = ops.eye(n, dtype=raw.dtype, device=raw.device) if n else None
-    return [ops.reshape(eye[i], tuple(raw.shape)) for i in range(n)]
+    return [ops.reshape(eye[i, :], tuple(raw.shape)) for i in range(n)]
 
 
-def _assemble(columns, out_shape, in_shape):
+def _assemble(columns, out_shape, in_shape, like):
     """Stack per-input-element columns into an array of shape out_shape + in_shape."""
     if not columns:
-        return ops.zeros(tuple(out_shape) + tuple(in_shape))
+        raw = full_unbox(like)
+        return ops.zeros(tuple(out_shape) + tuple(in_shape), dtype=raw.dtype, device=raw.device)
     stacked = ops.stack(columns, axis=-1)
     return ops.reshape(stacked, tuple(out_shape) + tuple(in_shape))
 
@@ -269,39 +270,52 @@ def jacfwd(f, argnums=0):
     """Jacobian by forward mode: one JVP sweep per input element.
 
     For output leaf of shape ``O`` and input of shape ``I`` the result has
-    shape ``O + I``; pytree outputs give a pytree of such Jacobians.
+    shape ``O + I``; pytree outputs give a pytree of such Jacobians.  Every
+    differentiated argument is traced in every sweep (its tangent is zero
+    except in its own sweeps), so ``f`` sees tracers wherever it expects them.
     """
 
     def jacfwd_f(*args):
         single, nums = _argnums_tuple(argnums, len(args), "jacfwd")
+        arg_tds = [tree_flatten(args[i])[1] for i in nums]
+        in_leaves = tree_flatten(tuple(args[i] for i in nums))[0]
+        for j, leaf in enumerate(in_leaves):
+            _check_differentiable(leaf, f"input leaf {j}", "jacfwd")
+
+        def g(*leaves):
+            new_args = list(args)
+            k = 0
+            for i, td in zip(nums, arg_tds):
+                new_args[i] = tree_unflatten(td, leaves[k:k + td.num_leaves])
+                k += td.num_leaves
+            return f(*new_args)
+
+        zeros = [ops.zeros_like(full_unbox(x)) for x in in_leaves]
         out_struct = None
-        per_arg = []
-        for i in nums:
-            a_leaves, a_td = tree_flatten(args[i])
-            per_leaf = []
-            for li, leaf in enumerate(a_leaves):
-                _check_differentiable(leaf, f"argument {i}", "jacfwd")
-                cols = None
-                out_leaves = None
-                for onehot in _one_hot_rows(leaf):
-                    def g(x, _li=li):
-                        new_leaves = list(a_leaves)
-                        new_leaves[_li] = x
-                        new_args = list(args)
-                        new_args[i] = tree_unflatten(a_td, new_leaves)
-                        return f(*new_args)
-                    out, tout = jvp(g, (leaf,), (onehot,))
-                    out_leaves, out_struct = tree_flatten(out)
-                    t_leaves = tree_flatten(tout)[0]
-                    if cols is None:
-                        cols = [[] for _ in t_leaves]
-                    for c, t in zip(cols, t_leaves):
-                        c.append(t)
-                if out_leaves is None:  # empty input: evaluate once for the output shapes
-                    out_leaves, out_struct = tree_flatten(f(*args))
-                    cols = [[] for _ in out_leaves]
-                per_leaf.append([_assemble(c, o.shape, leaf.shape) for c, o in zip(cols, out_leaves)])
-            per_arg.append((a_td, per_leaf))
+        out_leaves = None
+        columns = []  # columns[j][k]: tangents of output leaf k, one per element of input leaf j
+        for j, leaf in enumerate(in_leaves):
+            cols = None
+            for onehot in _one_hot_rows(leaf):
+                tangents = list(zeros)
+                tangents[j] = onehot
+                out, tout = jvp(g, tuple(in_leaves), tuple(tangents))
+                out_leaves, out_struct = tree_flatten(out)
+                t_leaves = tree_flatten(tout)[0]
+                if cols is None:
+                    cols = [[] for _ in t_leaves]
+                for c, t in zip(cols, t_leaves):
+                    c.append(t)
+            columns.append(cols)
+        if out_leaves is None:  # every input is empty: evaluate once for the output shapes
+            out_leaves, out_struct = tree_flatten(g(*in_leaves))
+        blocks = [[_assemble(columns[j][k] if columns[j] else [], o.shape, x.shape, x)
+                   for j, x in enumerate(in_leaves)] for k, o in enumerate(out_leaves)]
+        per_arg, j = [], 0
+        for td in arg_tds:
+            n = td.num_leaves
+            per_arg.append((td, [[blocks[k][j + m] for k in range(len(out_leaves))] for m in range(n)]))
+            j += n
         return _jac_tree(out_struct, per_arg, single)
 
     return jacfwd_f

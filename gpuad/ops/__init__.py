@@ -8,4 +8,5 @@ from ._manipulation import *  # noqa: F401,F403
 from ._matmul import *  # noqa: F401,F403
 from ._reductions import *  # noqa: F401,F403
 from ._linalg import *  # noqa: F401,F403
+from ._decompositions import *  # noqa: F401,F403
 from ._searching import *  # noqa: F401,F403

@@ -71,6 +71,8 @@ def _dpow_dx(ans, x, y):
 
 def _dpow_dy(ans, x, y):
     # x**y * log(x); taken as 0 where x == 0 (the limit from the right for y > 0).
+    if isinstance(x, (int, float)):
+        return multiply(ans, math.log(x)) if x != 0 else zeros_like_any(ans)
     safe = where(equal(x, 0), 1.0, x)
     return multiply(ans, log(safe))
 
@@ -150,24 +152,28 @@ logaddexp = defop(
     keep_args=(0, 1), keep_ans=True)
 
 
-def _share(x, y, wins):
-    """1 where x wins, 1/2 on ties, 0 where y wins (see NOTE [subgradients])."""
-    return where(wins(x, y), 1.0, where(equal(x, y), 0.5, 0.0))
+def _share(g, x, y, wins):
+    """``g`` where x wins, ``g / 2`` on ties, 0 where y wins (see NOTE [subgradients]).
+
+    Selects from ``g`` rather than building a 1 / 0.5 / 0 mask: ``where`` with
+    two Python scalars is not allowed by the standard (array-api-strict raises).
+    """
+    return where(wins(x, y), g, where(equal(x, y), 0.5 * g, 0.0))
 
 
 maximum = defop(
     "maximum", lambda xp, x, y: xp.maximum(x, y),
-    vjp=(lambda g, ans, x, y: multiply(g, _share(x, y, greater)),
-         lambda g, ans, x, y: multiply(g, _share(y, x, greater))),
-    jvp=(lambda t, ans, x, y: multiply(t, _share(x, y, greater)),
-         lambda t, ans, x, y: multiply(t, _share(y, x, greater))),
+    vjp=(lambda g, ans, x, y: _share(g, x, y, greater),
+         lambda g, ans, x, y: _share(g, y, x, greater)),
+    jvp=(lambda t, ans, x, y: _share(t, x, y, greater),
+         lambda t, ans, x, y: _share(t, y, x, greater)),
     keep_args=(0, 1), keep_ans=False)
 minimum = defop(
     "minimum", lambda xp, x, y: xp.minimum(x, y),
-    vjp=(lambda g, ans, x, y: multiply(g, _share(x, y, less)),
-         lambda g, ans, x, y: multiply(g, _share(y, x, less))),
-    jvp=(lambda t, ans, x, y: multiply(t, _share(x, y, less)),
-         lambda t, ans, x, y: multiply(t, _share(y, x, less))),
+    vjp=(lambda g, ans, x, y: _share(g, x, y, less),
+         lambda g, ans, x, y: _share(g, y, x, less)),
+    jvp=(lambda t, ans, x, y: _share(t, x, y, less),
+         lambda t, ans, x, y: _share(t, y, x, less)),
     keep_args=(0, 1), keep_ans=False)
 
 
@@ -186,10 +192,16 @@ where = defop(
     jvp=(None, lambda t, ans, c, x, y: where(c, t, 0.0), lambda t, ans, c, x, y: where(c, 0.0, t)),
     keep_args=(0,), keep_ans=False)
 
+def _flip_unless_same_sign(g, x, y):
+    # d copysign(x, y) / dx is +1 where x and y have the same sign bit, else -1.
+    # (where(c, 1.0, -1.0) would pass two Python scalars, which the standard forbids.)
+    return where(equal(signbit(x), signbit(y)), g, negative(g))
+
+
 copysign = defop(
     "copysign", lambda xp, x, y: xp.copysign(x, y),
-    vjp=(lambda g, ans, x, y: multiply(g, where(equal(signbit(x), signbit(y)), 1.0, -1.0)), lambda g, ans, x, y: None),
-    jvp=(lambda t, ans, x, y: multiply(t, where(equal(signbit(x), signbit(y)), 1.0, -1.0)), lambda t, ans, x, y: None),
+    vjp=(lambda g, ans, x, y: _flip_unless_same_sign(g, x, y), lambda g, ans, x, y: None),
+    jvp=(lambda t, ans, x, y: _flip_unless_same_sign(t, x, y), lambda t, ans, x, y: None),
     keep_args=(0, 1), keep_ans=False)
 
 remainder = defop(

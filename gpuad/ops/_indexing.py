@@ -14,10 +14,11 @@ index carries no derivative).
 from __future__ import annotations
 
 from .._core import Tracer, full_unbox
-from .._registry import deflinear
+from .._dtypes import is_integral
+from .._registry import deflinear, defnondiff
 from ._creation import zeros
 
-__all__ = ["getitem", "index_add", "index_set", "normalize_key", "key_has_arrays"]
+__all__ = ["getitem", "index_add", "index_set", "normalize_key", "key_has_arrays", "take", "take_along_axis"]
 
 
 def normalize_key(key):
@@ -46,10 +47,29 @@ def getitem(x, key):
     return getitem_p(x, key=key)
 
 
+def _setitem_form(xp, base, key, values):
+    """``(key, values)`` usable by ``__setitem__``: the standard allows no ``None`` there.
+
+    Without integer arrays, dropping ``None`` entries removes exactly those
+    size-1 axes from the indexed shape, in order, so reshaping ``values``
+    to the shape indexed without them writes the same elements.
+    """
+    if not any(k is None for k in key):
+        return key, values
+    full_shape = base[key].shape
+    key = tuple(k for k in key if k is not None)
+    values = xp.reshape(xp.broadcast_to(xp.asarray(values, dtype=base.dtype, device=base.device), full_shape),
+                        base[key].shape)
+    return key, values
+
+
 def _index_add_impl(xp, base, values, *, key):
     out = xp.asarray(base, copy=True)
-    if not any(hasattr(k, "shape") and not _is_bool(xp, k) for k in key):
-        # Slices, ints and masks never repeat an element: plain setitem is exact.
+    if not key_has_arrays(key):
+        # Slices and ints never repeat an element: plain setitem is exact.
+        # (Masks take the path below too: array-api-strict cannot setitem
+        # with a mask off its CPU device.)
+        key, values = _setitem_form(xp, base, key, values)
         out[key] = out[key] + values
         return out
     n = 1
@@ -75,7 +95,12 @@ index_add = deflinear(
 
 
 def _index_set_impl(xp, base, values, *, key):
+    if (len(key) == 1 and hasattr(key[0], "shape") and _is_bool(xp, key[0])
+            and tuple(key[0].shape) == tuple(base.shape) and getattr(values, "ndim", 0) == 0):
+        return xp.where(key[0], xp.asarray(values, dtype=base.dtype, device=base.device), base)
     out = xp.asarray(base, copy=True)
+    if not key_has_arrays(key):
+        key, values = _setitem_form(xp, base, key, values)
     out[key] = values
     return out
 
@@ -85,3 +110,130 @@ index_set = deflinear(
     vjp=(lambda g, ans, base, values, *, key: index_set(g, 0.0, key=key),
          lambda g, ans, base, values, *, key: getitem_p(g, key=key)),
     doc="A copy of ``base`` with ``values`` written at ``key`` (functional ``__setitem__``).")
+
+
+# --- take, take_along_axis -----------------------------------------------------
+# NOTE [gather keys]: array-api-strict only allows integer-array indexing when
+# every index is an integer (array); so the transposes of take and
+# take_along_axis scatter with a key made only of integer arrays: an arange
+# per untouched axis, shaped to broadcast against the (wrapped) indices.
+
+
+def _index_grid_impl(xp, indices, *, shape, axis, along):
+    n = shape[axis]
+    idx = xp.where(indices < 0, indices + n, indices)
+    if along:  # take_along_axis: indices has x's rank
+        nd = len(shape)
+        key = []
+        for j, s in enumerate(shape):
+            if j == axis:
+                key.append(idx)
+            else:
+                key.append(xp.reshape(xp.arange(s, dtype=idx.dtype, device=idx.device),
+                                      (1,) * j + (s,) + (1,) * (nd - j - 1)))
+        return tuple(key)
+    k = idx.ndim
+    nd = len(shape) - 1 + k
+    key = []
+    for j, s in enumerate(shape):
+        if j == axis:
+            key.append(xp.reshape(idx, (1,) * axis + tuple(idx.shape) + (1,) * (len(shape) - axis - 1)))
+            continue
+        pos = j if j < axis else j - 1 + k
+        key.append(xp.reshape(xp.arange(s, dtype=idx.dtype, device=idx.device),
+                              (1,) * pos + (s,) + (1,) * (nd - pos - 1)))
+    return tuple(key)
+
+
+_index_grid = defnondiff("index_grid", _index_grid_impl,
+                         doc="An all-integer-array key equivalent to take / take_along_axis (NOTE [gather keys]).")
+
+
+def _scatter_back(g, x, indices, axis, along):
+    key = _index_grid(indices, shape=tuple(x.shape), axis=axis, along=along)
+    return index_add(_zeros_for(x), g, key=key)
+
+
+take_p = deflinear(
+    "take", lambda xp, x, *, indices, axis: xp.take(x, indices, axis=axis),
+    vjp=(lambda g, ans, x, *, indices, axis: _scatter_back(g, x, indices, axis, False),))
+
+take_along_axis_p = deflinear(
+    "take_along_axis", lambda xp, x, *, indices, axis: xp.take_along_axis(x, indices, axis=axis),
+    vjp=(lambda g, ans, x, *, indices, axis: _scatter_back(g, x, indices, axis, True),))
+
+
+def _check_indices(indices, opname):
+    indices = full_unbox(indices)
+    if not hasattr(indices, "dtype") or not is_integral(indices.dtype) or _is_bool_dtype(indices.dtype):
+        raise TypeError(f"{opname}: indices must be an integer array, got {indices!r}")
+    return indices
+
+
+def _is_bool_dtype(dtype):
+    from .._dtypes import dtype_name
+
+    return dtype_name(dtype) == "bool"
+
+
+def take(x, indices, /, *, axis=None):
+    """Elements of ``x`` at integer ``indices`` along ``axis``.
+
+    Parameters
+    ----------
+    x : array, shape ``S``
+    indices : integer array, shape ``I`` (1-D in the standard)
+        Negative indices count from the end.  Repeated indices are allowed;
+        their gradients accumulate.
+    axis : int or None
+        ``None`` takes from the flattened ``x``.
+
+    Returns
+    -------
+    array, shape ``S[:axis] + I + S[axis+1:]``
+    """
+    from ._manipulation import normalize_axis, reshape
+
+    indices = _check_indices(indices, "take")
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    if x.ndim == 0:
+        raise ValueError("take: x must have at least one dimension, got a 0-d array")
+    axis = normalize_axis(axis, x.ndim, "take")
+    return take_p(x, indices=indices, axis=axis)
+
+
+def take_along_axis(x, indices, /, *, axis=-1):
+    """Elements of ``x`` at ``indices`` matched position by position along ``axis``.
+
+    Parameters
+    ----------
+    x : array, shape ``S``
+    indices : integer array with ``x``'s rank, broadcast-compatible with ``S``
+        outside ``axis``
+    axis : int
+
+    Returns
+    -------
+    array, shape ``broadcast(S, indices.shape)`` with ``indices.shape[axis]`` on ``axis``
+    """
+    from ._manipulation import broadcast_shapes, normalize_axis
+
+    indices = _check_indices(indices, "take_along_axis")
+    if x.ndim == 0 or indices.ndim != x.ndim:
+        raise ValueError(
+            f"take_along_axis: x (shape {tuple(x.shape)}) and indices (shape {tuple(indices.shape)}) "
+            "must have the same number of dimensions, at least one"
+        )
+    axis = normalize_axis(axis, x.ndim, "take_along_axis")
+    xs = tuple(s for j, s in enumerate(x.shape) if j != axis)
+    js = tuple(s for j, s in enumerate(indices.shape) if j != axis)
+    try:
+        broadcast_shapes(xs, js)
+    except ValueError:
+        raise ValueError(
+            f"take_along_axis: x (shape {tuple(x.shape)}) and indices (shape {tuple(indices.shape)}) "
+            f"do not broadcast outside axis {axis}"
+        ) from None
+    return take_along_axis_p(x, indices=indices, axis=axis)

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
-from .._registry import deflinear
+from .._core import full_unbox
+from .._registry import deflinear, defnondiff, defop
 
 __all__ = [
     "reshape", "broadcast_to", "permute_dims", "matrix_transpose", "expand_dims", "squeeze",
     "normalize_axis", "normalize_axes", "concat", "stack",
+    "flip", "roll", "tile", "repeat", "moveaxis", "broadcast_arrays", "broadcast_shapes", "unstack",
+    "tril", "triu", "diff", "full_as",
 ]
 
 
@@ -127,7 +130,7 @@ def _concat_vjp(i, g, ans, *arrays, axis):
     start = 0
     for a in arrays[:i]:
         start += a.shape[axis]
-    key = (slice(None),) * axis + (slice(start, start + arrays[i].shape[axis]),)
+    key = (slice(None),) * axis + (slice(start, start + arrays[i].shape[axis]), Ellipsis)
     from ._indexing import getitem
 
     return getitem(g, key)
@@ -166,3 +169,322 @@ def stack(arrays, /, *, axis=0):
             raise ValueError(f"stack: array {k} has shape {tuple(a.shape)}, array 0 has {shape}")
     axis = normalize_axis(axis, len(shape) + 1, "stack")
     return concat_p(*(expand_dims(a, axis) for a in arrays), axis=axis)
+
+
+# --- helpers shared by the rules of other modules ---------------------------
+full_as = defnondiff(
+    "full_as",
+    lambda xp, ref, *, shape, value: xp.full(tuple(shape), value, dtype=ref.dtype, device=ref.device),
+    doc="A plain array of ``shape`` filled with ``value``, with ``ref``'s namespace, dtype and device.")
+
+
+def _slice_along(x, axis, start, stop):
+    """``x[..., start:stop, ...]`` with the slice on ``axis``."""
+    from ._indexing import getitem
+
+    return getitem(x, (slice(None),) * axis + (slice(start, stop),))
+
+
+# --- flip, roll -------------------------------------------------------------
+flip_p = deflinear(
+    "flip", lambda xp, x, *, axis: xp.flip(x, axis=axis),
+    vjp=(lambda g, ans, x, *, axis: flip_p(g, axis=axis),))
+
+
+def flip(x, /, *, axis=None):
+    """Reverse the order of elements along ``axis`` (all axes by default).
+
+    Parameters
+    ----------
+    x : array, shape ``S``
+    axis : int, tuple of int or None
+
+    Returns
+    -------
+    array, shape ``S``
+    """
+    axes = normalize_axes(axis, x.ndim, "flip")
+    if not axes or all(x.shape[a] <= 1 for a in axes):
+        return x
+    return flip_p(x, axis=axes)
+
+
+def _roll_impl(xp, x, *, shift, axis):
+    return xp.roll(x, shift, axis=axis)
+
+
+def _neg_shift(shift):
+    return -shift if isinstance(shift, int) else tuple(-s for s in shift)
+
+
+roll_p = deflinear(
+    "roll", _roll_impl,
+    vjp=(lambda g, ans, x, *, shift, axis: roll_p(g, shift=_neg_shift(shift), axis=axis),))
+
+
+def roll(x, /, shift, *, axis=None):
+    """Shift elements cyclically along ``axis`` (of the flattened array when ``None``).
+
+    Parameters
+    ----------
+    x : array, shape ``S``
+    shift : int or tuple of int
+        One shift per axis in ``axis`` (an int applies to all of them).
+    axis : int, tuple of int or None
+
+    Returns
+    -------
+    array, shape ``S``
+    """
+    if axis is None:
+        if not isinstance(shift, int):
+            raise ValueError(f"roll: shift must be an int when axis is None, got {shift!r}")
+        return roll_p(x, shift=int(shift), axis=None)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(normalize_axis(a, x.ndim, "roll") for a in axes)
+    if isinstance(shift, int):
+        shift = (int(shift),) * len(axes)
+    shift = tuple(int(s) for s in shift)
+    if len(shift) != len(axes):
+        raise ValueError(f"roll: {len(shift)} shifts given for {len(axes)} axes {axes}")
+    return roll_p(x, shift=shift, axis=axes)
+
+
+# --- tile, repeat -------------------------------------------------------------
+def tile(x, repetitions, /):
+    """Repeat the whole of ``x`` ``repetitions[i]`` times along axis ``i``.
+
+    Parameters
+    ----------
+    x : array, shape ``S``
+    repetitions : tuple of int
+        If longer than ``S``, ``x`` gains leading axes of size 1; if shorter,
+        it is padded with leading ones.
+
+    Returns
+    -------
+    array, shape ``(r0 * s0, r1 * s1, ...)``
+    """
+    reps = (repetitions,) if isinstance(repetitions, int) else tuple(int(r) for r in repetitions)
+    if any(r < 0 for r in reps):
+        raise ValueError(f"tile: repetitions must be non-negative, got {reps}")
+    nd = max(x.ndim, len(reps))
+    shape = (1,) * (nd - x.ndim) + tuple(x.shape)
+    reps = (1,) * (nd - len(reps)) + reps
+    inter = []
+    wide = []
+    for r, s in zip(reps, shape):
+        inter += [1, s]
+        wide += [r, s]
+    y = broadcast_to(reshape(x, tuple(inter)), tuple(wide))
+    return reshape(y, tuple(r * s for r, s in zip(reps, shape)))
+
+
+_repeat_index = defnondiff(
+    "repeat_index",
+    lambda xp, repeats, *, n: xp.repeat(xp.arange(n, dtype=repeats.dtype, device=repeats.device), repeats),
+    doc="The source position of each output element of ``repeat`` with array ``repeats``.")
+
+
+def repeat(x, repeats, /, *, axis=None):
+    """Repeat each element of ``x`` along ``axis`` (of the flattened array when ``None``).
+
+    Parameters
+    ----------
+    x : array
+    repeats : int or 1-D integer array
+        Number of repetitions of each element: one per element along
+        ``axis``, or a single one for all.
+    axis : int or None
+
+    Returns
+    -------
+    array
+        ``x``'s shape with ``axis`` of size ``sum(repeats)`` (or ``n * repeats``).
+    """
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    axis = normalize_axis(axis, x.ndim, "repeat")
+    n = x.shape[axis]
+    if isinstance(repeats, int):
+        if repeats < 0:
+            raise ValueError(f"repeat: repeats must be non-negative, got {repeats}")
+        shape = tuple(x.shape)
+        y = expand_dims(x, axis + 1)
+        y = broadcast_to(y, shape[: axis + 1] + (repeats,) + shape[axis + 1:])
+        return reshape(y, shape[:axis] + (n * repeats,) + shape[axis + 1:])
+    repeats = full_unbox(repeats)
+    if repeats.ndim > 1 or (repeats.ndim == 1 and repeats.shape[0] not in (1, n)):
+        raise ValueError(
+            f"repeat: repeats of shape {tuple(repeats.shape)} does not match axis {axis} of size {n} "
+            f"of x with shape {tuple(x.shape)}"
+        )
+    from ._indexing import take
+
+    return take(x, _repeat_index(repeats, n=n), axis=axis)
+
+
+# --- moveaxis, broadcast_arrays, unstack --------------------------------------
+def moveaxis(x, source, destination, /):
+    """Move axes ``source`` of ``x`` to positions ``destination``, keeping the others' order.
+
+    Parameters
+    ----------
+    x : array
+    source, destination : int or tuple of int, of equal length
+
+    Returns
+    -------
+    array, ``x``'s shape permuted
+    """
+    src = (source,) if isinstance(source, int) else tuple(source)
+    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(src) != len(dst):
+        raise ValueError(f"moveaxis: source {src} and destination {dst} differ in length")
+    src = tuple(normalize_axis(a, x.ndim, "moveaxis") for a in src)
+    dst = tuple(normalize_axis(a, x.ndim, "moveaxis") for a in dst)
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise ValueError(f"moveaxis: repeated axis in source {source} or destination {destination}")
+    order = [a for a in range(x.ndim) if a not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return permute_dims(x, tuple(order))
+
+
+def broadcast_shapes(*shapes):
+    """The shape that ``shapes`` broadcast to; ``ValueError`` naming them otherwise."""
+    nd = 0
+    for s in shapes:
+        nd = max(nd, len(s))
+    out = [1] * nd
+    for s in shapes:
+        for i, d in enumerate(s):
+            j = nd - len(s) + i
+            if out[j] == 1:
+                out[j] = d
+            elif d != 1 and d != out[j]:
+                raise ValueError(f"broadcast_shapes: shapes {', '.join(str(tuple(t)) for t in shapes)} "
+                                 "do not broadcast together")
+    return tuple(out)
+
+
+def broadcast_arrays(*arrays):
+    """Broadcast arrays against each other.
+
+    Returns
+    -------
+    list of arrays, all of the common broadcast shape
+    """
+    try:
+        shape = broadcast_shapes(*(tuple(a.shape) for a in arrays))
+    except ValueError as e:
+        raise ValueError("broadcast_arrays: " + str(e).split(": ", 1)[1]) from None
+    return [broadcast_to(a, shape) for a in arrays]
+
+
+unstack_p = defop(
+    "unstack", lambda xp, x, *, axis: tuple(xp.unstack(x, axis=axis)),
+    vjp=(lambda g, ans, x, *, axis: stack(list(g), axis=axis),),
+    jvp=(lambda t, ans, x, *, axis: unstack_p(t, axis=axis),),
+    keep_args=(), keep_ans=False, multiple_results=True)
+
+
+def unstack(x, /, *, axis=0):
+    """Split ``x`` along ``axis`` into a tuple of arrays.
+
+    Parameters
+    ----------
+    x : array, shape ``S`` (at least 1-D)
+    axis : int
+
+    Returns
+    -------
+    tuple of ``S[axis]`` arrays, each of shape ``S`` without ``axis``
+    """
+    if x.ndim == 0:
+        raise ValueError("unstack: x must have at least one dimension, got a 0-d array")
+    axis = normalize_axis(axis, x.ndim, "unstack")
+    if x.shape[axis] == 0:
+        return ()
+    return unstack_p(x, axis=axis)
+
+
+# --- tril, triu ---------------------------------------------------------------
+tril_p = deflinear("tril", lambda xp, x, *, k: xp.tril(x, k=k), vjp=(lambda g, ans, x, *, k: tril_p(g, k=k),))
+triu_p = deflinear("triu", lambda xp, x, *, k: xp.triu(x, k=k), vjp=(lambda g, ans, x, *, k: triu_p(g, k=k),))
+
+
+def _tri_check(x, name):
+    if x.ndim < 2:
+        raise ValueError(f"{name}: x must have at least 2 dimensions, got shape {tuple(x.shape)}")
+
+
+def tril(x, /, *, k=0):
+    """Lower triangle of the last two axes of ``x`` (elements above diagonal ``k`` zeroed).
+
+    Parameters
+    ----------
+    x : array, shape ``(..., M, N)``
+    k : int
+        Diagonal offset (positive: above the main diagonal).
+
+    Returns
+    -------
+    array, shape ``(..., M, N)``
+    """
+    _tri_check(x, "tril")
+    return tril_p(x, k=int(k))
+
+
+def triu(x, /, *, k=0):
+    """Upper triangle of the last two axes of ``x`` (elements below diagonal ``k`` zeroed).
+
+    Parameters
+    ----------
+    x : array, shape ``(..., M, N)``
+    k : int
+
+    Returns
+    -------
+    array, shape ``(..., M, N)``
+    """
+    _tri_check(x, "triu")
+    return triu_p(x, k=int(k))
+
+
+# --- diff ---------------------------------------------------------------------
+def diff(x, /, *, axis=-1, n=1, prepend=None, append=None):
+    """``n``-th forward difference along ``axis``.
+
+    Parameters
+    ----------
+    x : array, shape ``S`` (at least 1-D)
+    axis : int
+    n : int
+        Number of times to difference (``n >= 0``).
+    prepend, append : array, optional
+        Joined to ``x`` along ``axis`` before differencing (same shape
+        outside ``axis``).
+
+    Returns
+    -------
+    array, shape ``S`` with ``axis`` shortened by ``n`` (after joining),
+    never below 0.
+    """
+    if x.ndim == 0:
+        raise ValueError("diff: x must have at least one dimension, got a 0-d array")
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"diff: n must be a non-negative int, got {n!r}")
+    axis = normalize_axis(axis, x.ndim, "diff")
+    parts = [a for a in (prepend, x, append) if a is not None]
+    if len(parts) > 1:
+        x = concat(parts, axis=axis)
+    from ._elementwise import subtract
+
+    for _ in range(n):
+        m = x.shape[axis]
+        if m == 0:
+            break
+        x = subtract(_slice_along(x, axis, 1, m), _slice_along(x, axis, 0, m - 1))
+    return x

@@ -1,0 +1,235 @@
+"""User-defined derivative rules: ``custom_vjp`` and ``custom_jvp``.
+
+A decorated function becomes a primitive of its own (not added to the
+registry table).  Its rules are ordinary Python functions written with gpuad
+ops, so they compose with every transform:
+
+* a ``custom_vjp`` function also works under ``jvp`` and ``hessian``: its
+  forward derivative is obtained by transposing the (linear) backward rule,
+  ``J t = vjp(ct -> bwd(res, ct))(t)``.  JAX cannot do this;
+* a ``custom_jvp`` function also works under ``grad``: its VJP is the
+  transpose of its (linear-in-tangents) JVP rule.
+
+# NOTE [custom rules are linear]: the transposition trick needs ``bwd`` to be
+# linear in its cotangent and the JVP rule linear in its tangents, which any
+# correct rule is.  Both must be written with gpuad ops (not raw NumPy).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from . import ops
+from ._core import bind, full_unbox
+from ._forward import JVPTracer
+from ._registry import Primitive, Spec
+from ._reverse import Node, VJPTracer
+from ._tree import tree_flatten, tree_unflatten
+
+__all__ = ["custom_vjp", "custom_jvp"]
+
+
+class _Call:
+    """Per-call static data: the input structure, and the output structure once known."""
+
+    __slots__ = ("in_td", "out_td")
+
+    def __init__(self, in_td):
+        self.in_td = in_td
+        self.out_td = None
+
+    def __repr__(self):
+        return f"_Call({self.in_td!r} -> {self.out_td!r})"
+
+
+def _flat_out(call, out, who):
+    leaves, td = tree_flatten(out)
+    if call.out_td is None:
+        call.out_td = td
+    elif call.out_td != td:
+        raise ValueError(f"{who}: output structure {td!r} differs from the function's {call.out_td!r}")
+    return tuple(leaves)
+
+
+def _zeros_for(x):
+    return ops.zeros_like(full_unbox(x))
+
+
+class _CustomBase:
+    """Shared machinery: the primitive, calling it, and evaluating the plain function."""
+
+    def __init__(self, fun, kind):
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.prim = Primitive(f"{kind}({getattr(fun, '__name__', 'f')})", self._impl, multiple_results=True)
+        self.prim.custom = self
+
+    def _impl(self, xp, *leaves, call):
+        return _flat_out(call, self.fun(*tree_unflatten(call.in_td, leaves)), self.prim.name)
+
+    def __call__(self, *args):
+        self._check_defined()
+        leaves, in_td = tree_flatten(args)
+        call = _Call(in_td)
+        outs = bind(self.prim, tuple(leaves), {"call": call})
+        return tree_unflatten(call.out_td, outs)
+
+
+class custom_vjp(_CustomBase):
+    """Decorator: give a function a hand-written reverse-mode rule.
+
+    Examples
+    --------
+    >>> @custom_vjp
+    ... def clip_gradient(x):
+    ...     return x
+    >>> def fwd(x):
+    ...     return x, None           # (output, residuals)
+    >>> def bwd(res, g):
+    ...     return (xp.clip(g, -1.0, 1.0),)   # one cotangent per positional argument
+    >>> clip_gradient.defvjp(fwd, bwd)
+
+    ``fwd(*args) -> (out, residuals)``; ``bwd(residuals, g) -> tuple`` with one
+    cotangent (a pytree like the argument, or ``None`` for zero) per argument.
+    """
+
+    def __init__(self, fun):
+        super().__init__(fun, "custom_vjp")
+        self.fwd = None
+        self.bwd = None
+
+    def defvjp(self, fwd, bwd):
+        self.fwd, self.bwd = fwd, bwd
+        return self
+
+    def _check_defined(self):
+        if self.fwd is None:
+            raise TypeError(f"{self.prim.name}: call .defvjp(fwd, bwd) before using the function")
+
+    def _run_fwd(self, primals, call):
+        res_out = self.fwd(*tree_unflatten(call.in_td, primals))
+        if not (isinstance(res_out, tuple) and len(res_out) == 2):
+            raise TypeError(f"{self.prim.name}: fwd must return a pair (output, residuals)")
+        out, res = res_out
+        return _flat_out(call, out, self.prim.name), res
+
+    def _run_bwd(self, res, g_leaves, call, specs):
+        cts = self.bwd(res, tree_unflatten(call.out_td, list(g_leaves)))
+        if not isinstance(cts, (tuple, list)):
+            raise TypeError(f"{self.prim.name}: bwd must return a tuple with one entry per positional argument")
+        n_args = len(call.in_td.children)
+        if len(cts) != n_args:
+            raise ValueError(f"{self.prim.name}: bwd returned {len(cts)} cotangents for {n_args} arguments")
+        flat = []
+        for ct, sub in zip(cts, call.in_td.children):
+            if ct is None:
+                flat.extend([None] * sub.num_leaves)
+            else:
+                leaves, td = tree_flatten(ct)
+                if td != sub:
+                    raise ValueError(f"{self.prim.name}: bwd cotangent structure {td!r} does not match the argument's {sub!r}")
+                flat.extend(leaves)
+        return flat
+
+    # --- engine hooks -------------------------------------------------------
+    def process_vjp(self, trace, prim, primals, parents, params):
+        call = params["call"]
+        outs, res = self._run_fwd(primals, call)
+        specs = tuple(Spec(p) if hasattr(p, "shape") else p for p in primals)
+        node = Node(prim, parents, specs, res, params, tuple(Spec(o) for o in outs))
+        return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
+
+    def backward(self, node, g):
+        return self._run_bwd(node.ans, g, node.params["call"], node.args)
+
+    def process_jvp(self, trace, prim, primals, tangents, params):
+        from .transforms import vjp
+
+        call = params["call"]
+        outs, res = self._run_fwd(primals, call)
+        live = [i for i, t in enumerate(tangents) if t is not None]
+
+        def backward_rule(*cts):
+            flat = self._run_bwd(res, cts, call, None)
+            return [flat[i] if flat[i] is not None else _zeros_for(primals[i]) for i in live]
+
+        # The backward rule is linear in the cotangent, so its VJP is the JVP.
+        _, transpose = vjp(backward_rule, *[_zeros_for(o) for o in outs])
+        touts = transpose([tangents[i] for i in live])
+        return tuple(JVPTracer(trace, o, t) for o, t in zip(outs, touts))
+
+
+class custom_jvp(_CustomBase):
+    """Decorator: give a function a hand-written forward-mode rule.
+
+    ``rule(primals, tangents) -> (out, tangent_out)`` where ``primals`` and
+    ``tangents`` are tuples like the positional arguments.  Reverse mode
+    transposes the rule, so ``grad`` works too.
+
+    Examples
+    --------
+    >>> @custom_jvp
+    ... def log1pexp(x):
+    ...     return xp.log1p(xp.exp(x))
+    >>> @log1pexp.defjvp
+    ... def _(primals, tangents):
+    ...     (x,), (t,) = primals, tangents
+    ...     return log1pexp(x), t * gpuad.nn.sigmoid(x)
+    """
+
+    def __init__(self, fun):
+        super().__init__(fun, "custom_jvp")
+        self.rule = None
+
+    def defjvp(self, rule):
+        self.rule = rule
+        return rule
+
+    def _check_defined(self):
+        if self.rule is None:
+            raise TypeError(f"{self.prim.name}: call .defjvp(rule) before using the function")
+
+    def _run_rule(self, primals, tangents, call):
+        p = tree_unflatten(call.in_td, primals)
+        t = tree_unflatten(call.in_td, tangents)
+        res = self.rule(tuple(p), tuple(t))
+        if not (isinstance(res, tuple) and len(res) == 2):
+            raise TypeError(f"{self.prim.name}: the JVP rule must return a pair (output, tangent_output)")
+        out, tout = res
+        outs = _flat_out(call, out, self.prim.name)
+        tl, ttd = tree_flatten(tout)
+        if ttd != call.out_td:
+            raise ValueError(f"{self.prim.name}: tangent output structure {ttd!r} does not match {call.out_td!r}")
+        return outs, tuple(tl)
+
+    # --- engine hooks -------------------------------------------------------
+    def process_jvp(self, trace, prim, primals, tangents, params):
+        call = params["call"]
+        ts = [t if t is not None else _zeros_for(p) for p, t in zip(primals, tangents)]
+        outs, touts = self._run_rule(primals, ts, call)
+        return tuple(JVPTracer(trace, o, t) for o, t in zip(outs, touts))
+
+    def process_vjp(self, trace, prim, primals, parents, params):
+        outs = bind(prim, primals, params)
+        node = Node(prim, parents, tuple(primals), None, params, tuple(Spec(o) for o in outs))
+        return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
+
+    def backward(self, node, g):
+        from .transforms import vjp
+
+        primals = node.args
+        call = node.params["call"]
+        live = [i for i, p in enumerate(node.parents) if p is not None]
+
+        def tangent_map(*ts):
+            full = [_zeros_for(p) if hasattr(p, "shape") else p for p in primals]
+            for i, t in zip(live, ts):
+                full[i] = t
+            return list(self._run_rule(primals, full, call)[1])
+
+        _, transpose = vjp(tangent_map, *[_zeros_for(primals[i]) for i in live])
+        cts = transpose(list(g))
+        out = [None] * len(primals)
+        for i, c in zip(live, cts):
+            out[i] = c
+        return out

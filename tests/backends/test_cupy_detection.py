@@ -1,0 +1,258 @@
+"""CuPy detection without a GPU: fake ``cupy`` modules for each way it can fail.
+
+The real-hardware path is covered by the ``gpu``-marked tests on a CUDA
+runner; here ``sys.modules["cupy"]`` is replaced (through ``monkeypatch``) by
+modules that fail the way a real install does on a machine without a driver,
+without a device, or without a working compiler.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+import gpuad
+from gpuad import _backend
+from gpuad.backends import cupy as cupy_backend
+
+
+class CUDARuntimeError(RuntimeError):
+    """Stand-in for ``cupy_backends.cuda.api.runtime.CUDARuntimeError``."""
+
+
+class CompileException(Exception):
+    """Stand-in for ``cupy.cuda.compiler.CompileException`` (multi-line message)."""
+
+
+class _FakeDeviceArray:
+    def __init__(self, v):
+        self.v = v
+
+    def __getitem__(self, i):
+        return _FakeDeviceArray(self.v[i])
+
+    def __eq__(self, other):
+        return _FakeDeviceArray(self.v == other)
+
+    def get(self):
+        return self.v
+
+
+def make_fake_cupy(device_count=1, count_error=None, smoke_error=None, smoke_result=6.0):
+    """A module that looks enough like cupy for ``backends/cupy.py``'s probe."""
+    cupy = types.ModuleType("cupy")
+    cupy.__version__ = "99.0.0-fake"
+    cupy.float32 = "float32"
+    calls = {"getDeviceCount": 0}
+
+    def getDeviceCount():
+        calls["getDeviceCount"] += 1
+        if count_error is not None:
+            raise count_error
+        return device_count
+
+    def getDeviceProperties(i):
+        return {"name": b"Fake GPU", "totalGlobalMem": 16 * 2**30}
+
+    def memGetInfo():
+        return 8 * 2**30, 16 * 2**30
+
+    cupy.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(
+            getDeviceCount=getDeviceCount, getDeviceProperties=getDeviceProperties, memGetInfo=memGetInfo,
+        )
+    )
+    cupy.arange = lambda n, dtype=None: list(range(n))
+
+    def ElementwiseKernel(in_params, out_params, body, name):
+        def launch(x):
+            if smoke_error is not None:
+                raise smoke_error
+            return _FakeDeviceArray([smoke_result if i == 3 else 2.0 * i for i in range(len(x))])
+
+        return launch
+
+    cupy.ElementwiseKernel = ElementwiseKernel
+
+    class _Pool:
+        def used_bytes(self):
+            return 0
+
+        def total_bytes(self):
+            return 0
+
+    cupy.get_default_memory_pool = _Pool
+    cupy._calls = calls
+    return cupy
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    """Forget the cached probe and backend choice; both are restored afterwards."""
+    monkeypatch.setattr(cupy_backend, "_probe_result", None)
+    monkeypatch.setattr(_backend, "_choice", None)
+    monkeypatch.delenv("GPUAD_BACKEND", raising=False)
+    yield
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """``fake_cupy(**kw)`` installs ``make_fake_cupy(**kw)`` as ``sys.modules["cupy"]``."""
+
+    def install(**kw):
+        mod = make_fake_cupy(**kw)
+        monkeypatch.setitem(sys.modules, "cupy", mod)
+        return mod
+
+    return install
+
+
+NO_DRIVER = CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+NO_DEVICE = CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+NVRTC = CompileException("nvrtc: error: invalid value for --gpu-architecture (-arch)\n\n1 error detected")
+
+
+def test_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    ok, reason = cupy_backend.probe()
+    assert not ok
+    assert "not installed" in reason and "gpuad[cuda12]" in reason
+    assert cupy_backend.version() is None
+    assert cupy_backend.devices() == []
+    assert cupy_backend.memory_stats() == {}
+
+
+def test_import_fails(monkeypatch, tmp_path):
+    # A cupy that is installed but cannot load its CUDA libraries.
+    pkg = tmp_path / "cupy"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.12: cannot open shared object file: No such file or directory')\n"
+    )
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ok, reason = cupy_backend.probe()
+    assert not ok
+    assert "failed to import" in reason and "libcudart.so.12" in reason
+    assert cupy_backend.version() is None
+
+
+def test_module_without_spec(monkeypatch):
+    # importlib.util.find_spec raises ValueError for a sys.modules entry without __spec__.
+    fake = make_fake_cupy(count_error=NO_DRIVER)
+    assert fake.__spec__ is None
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    ok, reason = cupy_backend.probe()
+    assert not ok and "getDeviceCount" in reason
+
+
+@pytest.mark.parametrize(
+    "err,expect",
+    [(NO_DRIVER, "cudaErrorInsufficientDriver"), (NO_DEVICE, "cudaErrorNoDevice")],
+    ids=["no-driver", "no-device"],
+)
+def test_device_count_raises(fake_cupy, err, expect):
+    fake = fake_cupy(count_error=err)
+    ok, reason = cupy_backend.probe()
+    assert ok is False
+    assert "no usable CUDA device" in reason
+    assert "CUDARuntimeError" in reason and expect in reason
+    # cached: the driver is not asked again
+    assert cupy_backend.probe() == (ok, reason)
+    assert fake._calls["getDeviceCount"] == 1
+    assert cupy_backend.devices() == []
+    assert cupy_backend.memory_stats() == {}
+    with pytest.raises(RuntimeError, match="not usable"):
+        cupy_backend.namespace()
+
+
+def test_zero_devices(fake_cupy):
+    fake_cupy(device_count=0)
+    ok, reason = cupy_backend.probe()
+    assert not ok and "returned 0" in reason
+
+
+def test_smoke_launch_raises(fake_cupy):
+    fake_cupy(smoke_error=NVRTC)
+    ok, reason = cupy_backend.probe()
+    assert not ok
+    assert "smoke launch failed" in reason and "CompileException" in reason and "gpu-architecture" in reason
+    assert "\n" not in reason  # one line, for `gpuad info` and error messages
+
+
+def test_smoke_launch_wrong_result(fake_cupy):
+    fake_cupy(smoke_result=0.0)
+    ok, reason = cupy_backend.probe()
+    assert not ok and "wrong result" in reason
+
+
+def test_working_fake_is_usable(fake_cupy):
+    fake_cupy(device_count=2)
+    ok, reason = cupy_backend.probe()
+    assert ok, reason
+    assert "2 CUDA device(s)" in reason and "Fake GPU" in reason
+    assert cupy_backend.version() == "99.0.0-fake"
+    assert cupy_backend.devices() == ["cuda:0 Fake GPU (16.0 GiB)", "cuda:1 Fake GPU (16.0 GiB)"]
+    stats = cupy_backend.memory_stats()
+    assert stats["device_total_bytes"] == 16 * 2**30
+
+
+def test_probe_never_raises(fake_cupy):
+    fake = fake_cupy()
+    del fake.cuda  # something unforeseen: an AttributeError deep inside
+    ok, reason = cupy_backend.probe()
+    assert not ok and reason
+
+
+@pytest.mark.parametrize("err", [NO_DRIVER, NVRTC], ids=["no-driver", "smoke"])
+def test_auto_falls_back_to_numpy(fake_cupy, monkeypatch, err):
+    if err is NVRTC:
+        fake_cupy(smoke_error=err)
+    else:
+        fake_cupy(count_error=err)
+    monkeypatch.setenv("GPUAD_BACKEND", "auto")
+    choice = gpuad.get_backend()
+    _, reason = cupy_backend.probe()
+    assert choice.name == "numpy"
+    assert choice.requested == "auto"
+    assert choice.fallbacks == {"cupy": reason}
+    assert reason in choice.reason and "NumPy" in choice.reason
+
+
+@pytest.mark.parametrize("err", [NO_DRIVER, NVRTC], ids=["no-driver", "smoke"])
+def test_explicit_cupy_raises_with_reason(fake_cupy, err):
+    if err is NVRTC:
+        fake_cupy(smoke_error=err)
+    else:
+        fake_cupy(count_error=err)
+    with pytest.raises(RuntimeError) as info:
+        gpuad.set_backend("cupy")
+    _, reason = cupy_backend.probe()
+    assert "'cupy'" in str(info.value) and reason in str(info.value)
+
+
+def test_env_cupy_raises_with_reason(fake_cupy, monkeypatch):
+    fake_cupy(count_error=NO_DRIVER)
+    monkeypatch.setenv("GPUAD_BACKEND", "cupy")
+    with pytest.raises(RuntimeError, match="cudaErrorInsufficientDriver"):
+        gpuad.get_backend()
+
+
+def test_cli_info_with_broken_cupy(fake_cupy, monkeypatch, capsys):
+    from gpuad.cli import main
+
+    fake_cupy(count_error=NO_DRIVER)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "backend: numpy" in out and "cudaErrorInsufficientDriver" in out
+    assert "cupy: 99.0.0-fake" in out
+
+    monkeypatch.setattr(_backend, "_choice", None)
+    assert main(["info", "--backend", "cupy"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == ""
+    assert err.startswith("gpuad: error:") and "cudaErrorInsufficientDriver" in err
+    assert len(err.splitlines()) == 1
