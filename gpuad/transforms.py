@@ -7,6 +7,7 @@ lists and dicts) of arrays.
 from __future__ import annotations
 
 from . import ops
+from ._backend import namespace_of
 from ._core import Tracer, full_unbox, new_trace
 from ._dtypes import is_floating
 from ._forward import JVPTrace, JVPTracer
@@ -26,6 +27,7 @@ def _describe(x):
 def _check_differentiable(x, what, fname):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{fname}: {what} must be an array, got {type(x).__name__}: {x!r}")
+    namespace_of((full_unbox(x),), fname)  # lets the backend attach (NOTE [namespace cache])
     if not is_floating(x.dtype):
         raise TypeError(
             f"{fname}: {what} has dtype {x.dtype} (shape {tuple(x.shape)}); only floating-point inputs "

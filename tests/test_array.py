@@ -131,3 +131,17 @@ def test_iteration_and_len(backend):
 
     g = gpuad.grad(f)(backend.asarray([1.0, 2.0, 3.0]))
     np.testing.assert_array_equal(backend.to_numpy(g), [2.0, 4.0, 6.0])
+
+
+def test_plain_array_on_the_left_defers_to_the_tracer(backend):
+    # NumPy/CuPy defer via __array_ufunc__ = None; array-api-strict is adapted
+    # by its backend module (NOTE [strict defers to tracers]).
+    W = backend.asarray([[1.0, 2.0], [3.0, 4.0]])
+    b = backend.asarray([0.5, -0.5])
+
+    def f(x):
+        y = W @ x + b
+        return xp.sum(b * y - 1.0 * (b < y))
+
+    g = gpuad.grad(f)(backend.asarray([1.0, 1.0]))
+    np.testing.assert_allclose(backend.to_numpy(g), np.array([[1.0, 2.0], [3.0, 4.0]]).T @ [0.5, -0.5])
