@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from . import ops
 from ._core import Trace, Tracer, bind
 
 __all__ = ["JVPTrace", "JVPTracer"]
@@ -60,16 +61,12 @@ class JVPTrace(Trace):
 
 
 def _add(a, b):
-    from . import ops
-
     return ops.add(a, b)
 
 
 def fit(t, ans, name):
     """Broadcast a tangent contribution to the output's shape and dtype."""
-    from . import ops
-
-    if tuple(t.shape) != tuple(ans.shape):
+    if t.shape != ans.shape and tuple(t.shape) != tuple(ans.shape):
         try:
             t = ops.broadcast_to(t, tuple(ans.shape))
         except Exception:

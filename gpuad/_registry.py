@@ -223,10 +223,16 @@ def override(name, xp, impl):
     prim.impls[xp] = impl
 
 
-def _multiply(a, b):
-    from .ops import multiply
+_ops = None
 
-    return multiply(a, b)
+
+def _multiply(a, b):
+    global _ops
+    if _ops is None:  # gpuad.ops imports this module, so bind late
+        from . import ops as _ops_module
+
+        _ops = _ops_module
+    return _ops.multiply(a, b)
 
 
 def _zeros_like(a):

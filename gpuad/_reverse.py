@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 
+from . import ops
 from ._core import Trace, Tracer, bind
 from ._registry import Spec
 
@@ -107,11 +108,10 @@ class VJPTrace(Trace):
 
 def unbroadcast(ct, spec, prim_name, argnum):
     """Sum ``ct`` down to ``spec.shape`` and cast it to ``spec.dtype``."""
-    from . import ops
-
     shape = spec.shape
-    cshape = tuple(ct.shape)
-    if cshape != shape:
+    cshape = ct.shape
+    if cshape != shape and tuple(cshape) != shape:
+        cshape = tuple(cshape)
         lead = len(cshape) - len(shape)
         if lead < 0:
             raise ValueError(
@@ -217,12 +217,8 @@ def _accumulate(pending, node, idx, ct, nout):
     if prev is None:
         slot[idx] = ct
     else:
-        from . import ops
-
         slot[idx] = ops.add(prev, ct)
 
 
 def _zeros(spec):
-    from . import ops
-
     return ops.zeros(spec.shape, dtype=spec.dtype, device=spec.device)
