@@ -9,13 +9,16 @@ __all__ = ["matmul"]
 
 
 def _promote(g, a, b):
-    """View g, a, b as stacks of matrices (undoing 1-D promotion)."""
-    if a.ndim == 1:
-        g = expand_dims(g, -2)
-        a = expand_dims(a, 0)
+    """View g, a, b as stacks of matrices (undoing 1-D promotion).
+
+    ``b``'s axis goes back first: when both are 1-D, ``g`` is 0-d.
+    """
     if b.ndim == 1:
         g = expand_dims(g, -1)
         b = expand_dims(b, -1)
+    if a.ndim == 1:
+        g = expand_dims(g, -2)
+        a = expand_dims(a, 0)
     return g, a, b
 
 
