@@ -14,10 +14,10 @@ class TreeDef:
 
     Attributes
     ----------
-    kind : {"leaf", "none", "tuple", "list", "dict"}
+    kind : {"leaf", "none", "tuple", "namedtuple", "list", "dict"}
     children : tuple of TreeDef
-    keys : tuple
-        Sorted dict keys (only for ``kind == "dict"``).
+    keys : tuple or type
+        Sorted dict keys for ``"dict"``; the class for ``"namedtuple"``.
     num_leaves : int
     """
 
@@ -49,6 +49,8 @@ class TreeDef:
         if self.kind == "none":
             return "None"
         inner = ", ".join(repr(c) for c in self.children)
+        if self.kind == "namedtuple":
+            return f"{self.keys.__name__}({inner})"
         if self.kind == "tuple":
             return f"({inner}{',' if len(self.children) == 1 else ''})"
         if self.kind == "list":
@@ -70,6 +72,8 @@ def _flatten(tree, leaves):
     t = type(tree)
     if t is tuple:
         return TreeDef("tuple", tuple(_flatten(c, leaves) for c in tree))
+    if isinstance(tree, tuple) and hasattr(t, "_fields"):  # namedtuple: keep its type
+        return TreeDef("namedtuple", tuple(_flatten(c, leaves) for c in tree), t)
     if t is list:
         return TreeDef("list", tuple(_flatten(c, leaves) for c in tree))
     if t is dict:
@@ -99,6 +103,8 @@ def _unflatten(td, it):
         return tuple(children)
     if k == "list":
         return children
+    if k == "namedtuple":
+        return td.keys(*children)
     return dict(zip(td.keys, children))
 
 
