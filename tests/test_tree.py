@@ -17,7 +17,7 @@ def test_roundtrip_and_structure():
     assert leaves == [3, 4, 1, 2]  # dict keys sorted
     back = tree_unflatten(td, leaves)
     assert back == tree and isinstance(back["a"], Pair)
-    assert tree_flatten({"a": Pair(0, 0), "z": [0, (0, None)]})[1] == td
+    assert tree_flatten({"a": Pair(0, {"k": 0}), "z": [0, (0, None)]})[1] == td
     assert tree_flatten((1, 2))[1] != tree_flatten([1, 2])[1]
 
 
