@@ -1,4 +1,4 @@
-"""Linear algebra (part 2): cholesky, eigh, svd, qr, and what is built on them.
+"""Linear algebra (part 2): cholesky, eigh, svd, qr, the norms and pinv.
 
 Exported as ``linalg_<name>`` (``gpuad.xp.linalg`` strips the prefix).  The
 rules assume real floating inputs and are written with gpuad ops only, so
@@ -12,13 +12,14 @@ they differentiate again (second order is tested).
 # is the derivative along ``(v + v^T) / 2``.
 
 # NOTE [spectral gradients]: the eigh and svd rules divide by eigenvalue
-# (singular value squared) differences, so they assume distinct eigenvalues
-# (singular values); with repeated ones the eigenvectors are not unique and the
-# derivative of the vectors is undefined (the result holds infs/nans).  The svd
-# rules for non-square matrices also divide by the singular values, so those
-# must be non-zero.  Functions of the values alone (eigvalsh, svdvals, norms
-# built on them) only need the values distinct where the vectors' cotangents
-# are non-zero, i.e. never.  References: Murray (2016) for cholesky; Giles
+# (singular value squared) differences, so the derivatives of the vectors
+# assume distinct eigenvalues (singular values): with repeated ones the vectors
+# are not unique and their derivative is undefined.  The svd rules for
+# non-square matrices also divide by the singular values, which must then be
+# non-zero.  Each reciprocal is guarded (1/0 is taken as 0), so functions of the
+# values alone (eigvalsh, svdvals, nuclear and spectral norms) get their exact
+# derivatives -- no nan from 0 * inf -- even at repeated or zero values, where
+# the vectors' cotangents are zero.  References: Murray (2016) for cholesky; Giles
 # (2008) / Seeger et al. (2017) for eigh; Townsend (2016) for svd; Walter and
 # Lehmann (2018) for qr.
 """
@@ -29,19 +30,22 @@ from collections import namedtuple
 
 from .._dtypes import dtype_name
 from .._registry import defnondiff, defop
-from ._elementwise import add, greater, multiply, reciprocal, subtract, where
+from ._elementwise import (
+    abs, add, astype, divide, equal, greater, logical_or, multiply, pow, reciprocal, sign, subtract, where,
+)
 from ._indexing import getitem
 from ._linalg import (
-    _check_matrix, _check_square, _diag_matrix, _eye_mask, _mT, _shape, _sym, _traced, _tril, linalg_diagonal,
-    linalg_inv, linalg_vector_norm,
+    _check_matrix, _check_square, _diag_matrix, _eye_mask, _mT, _real_only, _shape, _sym, _traced, _tril,
+    linalg_diagonal, linalg_inv,
 )
-from ._manipulation import expand_dims, normalize_axis, permute_dims, reshape
+from ._manipulation import expand_dims, normalize_axes, normalize_axis, permute_dims, reshape
 from ._matmul import matmul
-from ._reductions import sum
+from ._reductions import expand_reduced, keepdims_shape, sum
 
 __all__ = [
     "linalg_cholesky", "linalg_eigh", "linalg_eigvalsh", "linalg_svd", "linalg_svdvals", "linalg_qr",
-    "linalg_pinv", "linalg_matrix_norm", "linalg_norm", "EighResult", "SVDResult", "QRResult",
+    "linalg_pinv", "linalg_vector_norm", "linalg_matrix_norm", "linalg_norm", "linalg_matrix_rank",
+    "EighResult", "SVDResult", "QRResult",
 ]
 
 EighResult = namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
@@ -58,9 +62,15 @@ def _phi(x):
 
 
 def _offdiag_reciprocal(d):
-    """``1 / d`` off the diagonal, 0 on it (d: (..., K, K))."""
-    on = _eye_mask(d.shape[-1], d.device)
-    return where(on, 0.0, reciprocal(where(on, 1.0, d)))
+    """``1 / d`` off the diagonal, 0 on it and where ``d == 0`` (d: (..., K, K))."""
+    skip = logical_or(_eye_mask(d.shape[-1], d.device), equal(d, 0))
+    return where(skip, 0.0, reciprocal(where(skip, 1.0, d)))
+
+
+def _safe_reciprocal(s):
+    """``1 / s``, 0 where ``s == 0``."""
+    zero = equal(s, 0)
+    return where(zero, 0.0, reciprocal(where(zero, 1.0, s)))
 
 
 def _col_scale(x, s):
@@ -98,6 +108,7 @@ def linalg_cholesky(x, /, *, upper=False):
     ``x`` is symmetrised first (NOTE [symmetric inputs]).
     """
     _check_square(x, "cholesky")
+    _real_only(x, "cholesky")
     low = cholesky_p(_sym(x))
     return _mT(low) if upper else low
 
@@ -151,6 +162,7 @@ def linalg_eigh(x, /):
         eigenvalues (NOTE [spectral gradients]).
     """
     _check_square(x, "eigh")
+    _real_only(x, "eigh")
     w, v = eigh_p(_sym(x))
     return EighResult(w, v)
 
@@ -158,6 +170,7 @@ def linalg_eigh(x, /):
 def linalg_eigvalsh(x, /):
     """Eigenvalues of symmetric matrices, ascending: (..., M, M) -> (..., M)."""
     _check_square(x, "eigvalsh")
+    _real_only(x, "eigvalsh")
     if not _traced(x):
         return _eigvalsh_nondiff(_sym(x))
     return eigh_p(_sym(x))[0]
@@ -193,10 +206,10 @@ def _svd_jvp(tangents, ans, x):
     du = matmul(u, multiply(f, add(ps, _mT(ps))))
     dv = matmul(v, multiply(f, add(sp, _mT(sp))))
     if m > k:
-        du = add(du, _col_scale(subtract(tv, matmul(u, p)), reciprocal(s)))
+        du = add(du, _col_scale(subtract(tv, matmul(u, p)), _safe_reciprocal(s)))
     if n > k:
         du_t = matmul(_mT(t), u)
-        dv = add(dv, _col_scale(subtract(du_t, matmul(v, _mT(p))), reciprocal(s)))
+        dv = add(dv, _col_scale(subtract(du_t, matmul(v, _mT(p))), _safe_reciprocal(s)))
     return (du, linalg_diagonal(p), _mT(dv))
 
 
@@ -216,10 +229,10 @@ def _svd_vjp(g, ans, x):
     out = matmul(u, matmul(core, vh))
     if m > k:
         proj = subtract(gu, matmul(u, utgu))  # (I - U U^T) U_bar
-        out = add(out, matmul(_col_scale(proj, reciprocal(s)), vh))
+        out = add(out, matmul(_col_scale(proj, _safe_reciprocal(s)), vh))
     if n > k:
         proj = subtract(gv, matmul(v, vtgv))  # (I - V V^T) V_bar
-        out = add(out, matmul(_col_scale(u, reciprocal(s)), _mT(proj)))
+        out = add(out, matmul(_col_scale(u, _safe_reciprocal(s)), _mT(proj)))
     return out
 
 
@@ -254,6 +267,7 @@ def linalg_svd(x, /, *, full_matrices=True):
         [spectral gradients]).
     """
     _check_matrix(x, "svd")
+    _real_only(x, "svd")
     if full_matrices and x.shape[-1] != x.shape[-2]:
         if _traced(x):
             raise NotImplementedError(
@@ -267,6 +281,7 @@ def linalg_svd(x, /, *, full_matrices=True):
 def linalg_svdvals(x, /):
     """Singular values, descending: (..., M, N) -> (..., min(M, N))."""
     _check_matrix(x, "svdvals")
+    _real_only(x, "svdvals")
     if not _traced(x):
         return _svdvals_nondiff(x)
     return svd_p(x)[1]
@@ -323,6 +338,7 @@ def linalg_qr(x, /, *, mode="reduced"):
     QRResult
     """
     _check_matrix(x, "qr")
+    _real_only(x, "qr")
     if mode not in ("reduced", "complete"):
         raise ValueError(f"qr: mode must be 'reduced' or 'complete', got {mode!r}")
     m, n = x.shape[-2], x.shape[-1]
@@ -334,6 +350,85 @@ def linalg_qr(x, /, *, mode="reduced"):
             )
         return QRResult(*_qr_nondiff(x, mode=mode))
     return QRResult(*qr_p(x))
+
+
+# --- vector_norm -------------------------------------------------------------
+# NOTE [norm derivatives]: D = d||x||/dx has x's shape; the JVP is sum(D t) and
+# the VJP g D.  For ord=2, D = x / ||x|| with both divisions guarded by where,
+# so D = 0 (not nan) at x = 0, to every order.  ord=+-inf splits the
+# derivative evenly between tied extreme entries; ord=0 (a count) has none.
+def _norm_deriv(x, n, ord, axes):
+    """D for ``n`` = the norm with kept dims (broadcastable to ``x``)."""
+    if ord == 2:
+        zero = equal(n, 0)
+        return where(zero, 0.0, divide(x, where(zero, 1.0, n)))
+    if ord == 1:
+        return sign(x)
+    if ord in (_INF, -_INF):
+        hit = equal(abs(x), n)
+        count = sum(astype(hit, x.dtype), axis=axes, keepdims=True)
+        return where(hit, divide(sign(x), where(equal(count, 0), 1.0, count)), 0.0)
+    # general p: sign(x) (|x| / n)^(p - 1), 0 where x == 0
+    ax = abs(x)
+    at0 = equal(ax, 0)
+    r = divide(ax, where(equal(n, 0), 1.0, n))
+    return where(at0, 0.0, multiply(sign(x), pow(where(at0, 1.0, r), ord - 1)))
+
+
+def _kept(ans, x, axes, keepdims):
+    return ans if keepdims else reshape(ans, keepdims_shape(_shape(x), axes))
+
+
+def _vnorm_vjp(g, ans, x, *, axes, keepdims, ord):
+    if ord == 0:
+        return None
+    d = _norm_deriv(x, _kept(ans, x, axes, keepdims), ord, axes)
+    return multiply(expand_reduced(g, _shape(x), axes, keepdims), d)
+
+
+def _vnorm_jvp(t, ans, x, *, axes, keepdims, ord):
+    if ord == 0:
+        return None
+    d = _norm_deriv(x, _kept(ans, x, axes, keepdims), ord, axes)
+    return sum(multiply(d, t), axis=axes, keepdims=keepdims)
+
+
+def _vnorm_impl(xp, x, *, axes, keepdims, ord):
+    axis = None if len(axes) == x.ndim else axes
+    return xp.linalg.vector_norm(x, axis=axis, keepdims=keepdims, ord=ord)
+
+
+vector_norm_p = defop(
+    "linalg_vector_norm", _vnorm_impl,
+    vjp=(_vnorm_vjp,), jvp=(_vnorm_jvp,), keep_args=(0,), keep_ans=True)
+
+
+def linalg_vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
+    """Vector ``ord``-norm over ``axis`` (all axes by default).
+
+    Parameters
+    ----------
+    x : array, shape S
+    axis : None, int or tuple of int
+    keepdims : bool
+    ord : int or float
+        2 (default), 1, ``inf``, ``-inf``, 0 (count of non-zeros, no
+        derivative) or any other p: ``sum(|x|^p)^(1/p)``.
+
+    Returns
+    -------
+    array
+        ``S`` without ``axis`` (or with size-1 axes if ``keepdims``).
+
+    Notes
+    -----
+    See NOTE [norm derivatives]: the ord=2 derivative at 0 is 0.
+    """
+    if isinstance(ord, bool) or not isinstance(ord, (int, float)):
+        raise ValueError(f"vector_norm: ord must be a number, got {ord!r}")
+    _real_only(x, "vector_norm")
+    axes = normalize_axes(axis, x.ndim, "vector_norm")
+    return vector_norm_p(x, axes=axes, keepdims=bool(keepdims), ord=ord)
 
 
 # --- built on svd ---------------------------------------------------------------------
@@ -355,6 +450,16 @@ def linalg_pinv(x, /, *, rtol=None):
     keep = greater(s, cutoff)
     s_inv = where(keep, reciprocal(where(keep, s, 1.0)), 0.0)
     return matmul(_col_scale(_mT(vh), s_inv), _mT(u))
+
+
+_matrix_rank = defnondiff(
+    "linalg_matrix_rank", lambda xp, x, *, rtol: xp.linalg.matrix_rank(x, rtol=rtol))
+
+
+def linalg_matrix_rank(x, /, *, rtol=None):
+    """Number of singular values above ``rtol * max(s)``: (..., M, N) -> (...).  No derivative."""
+    _check_matrix(x, "matrix_rank")
+    return _matrix_rank(x, rtol=rtol)
 
 
 def linalg_matrix_norm(x, /, *, keepdims=False, ord="fro"):

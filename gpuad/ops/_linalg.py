@@ -1,8 +1,8 @@
 """Linear algebra: tensordot, vecdot and the ``linalg`` extension (part 1).
 
-This module holds the products, ``inv``/``solve``/``det``/``slogdet``, the
-diagonal and trace, and ``vector_norm``.  The factorisations (cholesky, eigh,
-svd, qr) and what is built on them live in ``_decompositions``.  Functions of
+This module holds the products, ``inv``/``solve``/``det``/``slogdet``,
+``matrix_power``, the diagonal and the trace.  The factorisations (cholesky,
+eigh, svd, qr), the norms and ``pinv`` live in ``_decompositions``.  Functions of
 the ``linalg`` extension are exported as ``linalg_<name>``; ``gpuad.xp.linalg``
 strips the prefix.
 
@@ -24,29 +24,23 @@ from collections import namedtuple
 
 from .._core import Tracer
 from .._dtypes import dtype_name
-from .._registry import deflinear, defnondiff, defop
+from .._registry import deflinear, defop
 from ._creation import arange, eye, zeros
-from ._elementwise import (
-    abs, add, astype, conj, divide, equal, less_equal, multiply, negative, pow, sign, subtract, where,
-)
+from ._elementwise import add, conj, equal, less_equal, multiply, negative, subtract, where
 from ._indexing import getitem
 from ._manipulation import (
-    broadcast_to, concat, expand_dims, matrix_transpose, normalize_axes, normalize_axis, permute_dims,
-    reshape, stack,
+    broadcast_to, concat, expand_dims, matrix_transpose, normalize_axis, permute_dims, reshape, stack,
 )
 from ._matmul import matmul
-from ._reductions import expand_reduced, keepdims_shape, sum
+from ._reductions import sum
 
 __all__ = [
     "tensordot", "vecdot",
     "linalg_tensordot", "linalg_vecdot", "linalg_matmul", "linalg_matrix_transpose",
     "linalg_outer", "linalg_diagonal", "linalg_trace", "linalg_inv", "linalg_solve", "linalg_det",
-    "linalg_slogdet", "linalg_matrix_power", "linalg_cross", "linalg_vector_norm",
-    "linalg_matrix_rank", "SlogdetResult",
+    "linalg_slogdet", "linalg_matrix_power", "linalg_cross",
+    "SlogdetResult",
 ]
-
-_INF = float("inf")
-
 
 # --- helpers shared with _decompositions ------------------------------------
 def _prod(shape):
@@ -137,6 +131,12 @@ def _traced(*xs):
     return any(isinstance(x, Tracer) for x in xs)
 
 
+def _real_only(x, op):
+    """Raise for a traced complex ``x``: ``op``'s rules are written for real inputs."""
+    if _is_complex(x) and _traced(x):
+        raise NotImplementedError(f"{op}: derivatives of complex inputs are not implemented (got dtype {x.dtype})")
+
+
 # --- tensordot, vecdot, outer ------------------------------------------------
 def tensordot(x1, x2, /, *, axes=2):
     """Contract ``x1`` and ``x2`` over ``axes``.
@@ -218,12 +218,13 @@ def linalg_outer(x1, x2, /):
 
 def linalg_cross(x1, x2, /, *, axis=-1):
     """Cross product of 3-vectors along ``axis`` (other axes broadcast)."""
-    shape = _broadcast_shapes("cross", ("x1", "x2"), _shape(x1), _shape(x2))
-    ax = normalize_axis(axis, len(shape), "cross")
-    back = ax - len(shape)
+    nd = max(x1.ndim, x2.ndim)
+    back = normalize_axis(axis, nd, "cross") - nd  # the axis counted from the end
     for name, x in (("x1", x1), ("x2", x2)):
         if x.ndim < -back or x.shape[back] != 3:
             raise ValueError(f"cross: axis {axis} of {name} (shape {_shape(x)}) must have size 3")
+    shape = _broadcast_shapes("cross", ("x1", "x2"), _shape(x1), _shape(x2))
+    ax = nd + back
     x1 = broadcast_to(x1, shape)
     x2 = broadcast_to(x2, shape)
 
@@ -393,11 +394,12 @@ def linalg_slogdet(x, /):
     ``sign`` carries no derivative; ``logabsdet``'s cotangent is ``g x^{-T}``.
     """
     _check_square(x, "slogdet")
+    _real_only(x, "slogdet")
     s, l = slogdet_p(x)
     return SlogdetResult(s, l)
 
 
-# --- matrix_power, matrix_rank ----------------------------------------------
+# --- matrix_power ----------------------------------------------
 def linalg_matrix_power(x, n, /):
     """``x`` multiplied by itself ``n`` times (``inv(x)`` for negative ``n``): (..., M, M)."""
     _check_square(x, "matrix_power")
@@ -415,90 +417,6 @@ def linalg_matrix_power(x, n, /):
         if n:
             base = matmul(base, base)
     return result
-
-
-_matrix_rank = defnondiff(
-    "linalg_matrix_rank", lambda xp, x, *, rtol: xp.linalg.matrix_rank(x, rtol=rtol))
-
-
-def linalg_matrix_rank(x, /, *, rtol=None):
-    """Number of singular values above ``rtol * max(s)``: (..., M, N) -> (...).  No derivative."""
-    _check_matrix(x, "matrix_rank")
-    return _matrix_rank(x, rtol=rtol)
-
-
-# --- vector_norm -------------------------------------------------------------
-# NOTE [norm derivatives]: D = d||x||/dx has x's shape; the JVP is sum(D t) and
-# the VJP g D.  For ord=2, D = x / ||x|| with both divisions guarded by where,
-# so D = 0 (not nan) at x = 0, to every order.  ord=+-inf splits the
-# derivative evenly between tied extreme entries; ord=0 (a count) has none.
-def _norm_deriv(x, n, ord, axes):
-    """D for ``n`` = the norm with kept dims (broadcastable to ``x``)."""
-    if ord == 2:
-        zero = equal(n, 0)
-        return where(zero, 0.0, divide(x, where(zero, 1.0, n)))
-    if ord == 1:
-        return sign(x)
-    if ord in (_INF, -_INF):
-        hit = equal(abs(x), n)
-        count = sum(astype(hit, x.dtype), axis=axes, keepdims=True)
-        return where(hit, divide(sign(x), where(equal(count, 0), 1.0, count)), 0.0)
-    # general p: sign(x) (|x| / n)^(p - 1), 0 where x == 0
-    ax = abs(x)
-    at0 = equal(ax, 0)
-    r = divide(ax, where(equal(n, 0), 1.0, n))
-    return where(at0, 0.0, multiply(sign(x), pow(where(at0, 1.0, r), ord - 1)))
-
-
-def _kept(ans, x, axes, keepdims):
-    return ans if keepdims else reshape(ans, keepdims_shape(_shape(x), axes))
-
-
-def _vnorm_vjp(g, ans, x, *, axes, keepdims, ord):
-    if ord == 0:
-        return None
-    d = _norm_deriv(x, _kept(ans, x, axes, keepdims), ord, axes)
-    return multiply(expand_reduced(g, _shape(x), axes, keepdims), d)
-
-
-def _vnorm_jvp(t, ans, x, *, axes, keepdims, ord):
-    if ord == 0:
-        return None
-    d = _norm_deriv(x, _kept(ans, x, axes, keepdims), ord, axes)
-    return sum(multiply(d, t), axis=axes, keepdims=keepdims)
-
-
-vector_norm_p = defop(
-    "linalg_vector_norm",
-    lambda xp, x, *, axes, keepdims, ord: xp.linalg.vector_norm(x, axis=axes, keepdims=keepdims, ord=ord),
-    vjp=(_vnorm_vjp,), jvp=(_vnorm_jvp,), keep_args=(0,), keep_ans=True)
-
-
-def linalg_vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
-    """Vector ``ord``-norm over ``axis`` (all axes by default).
-
-    Parameters
-    ----------
-    x : array, shape S
-    axis : None, int or tuple of int
-    keepdims : bool
-    ord : int or float
-        2 (default), 1, ``inf``, ``-inf``, 0 (count of non-zeros, no
-        derivative) or any other p: ``sum(|x|^p)^(1/p)``.
-
-    Returns
-    -------
-    array
-        ``S`` without ``axis`` (or with size-1 axes if ``keepdims``).
-
-    Notes
-    -----
-    See NOTE [norm derivatives]: the ord=2 derivative at 0 is 0.
-    """
-    if isinstance(ord, bool) or not isinstance(ord, (int, float)):
-        raise ValueError(f"vector_norm: ord must be a number, got {ord!r}")
-    axes = normalize_axes(axis, x.ndim, "vector_norm")
-    return vector_norm_p(x, axes=axes, keepdims=bool(keepdims), ord=ord)
 
 
 linalg_tensordot = tensordot
