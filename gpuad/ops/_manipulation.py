@@ -182,7 +182,7 @@ def _slice_along(x, axis, start, stop):
     """``x[..., start:stop, ...]`` with the slice on ``axis``."""
     from ._indexing import getitem
 
-    return getitem(x, (slice(None),) * axis + (slice(start, stop),))
+    return getitem(x, (slice(None),) * axis + (slice(start, stop), Ellipsis))
 
 
 # --- flip, roll -------------------------------------------------------------

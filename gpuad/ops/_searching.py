@@ -186,14 +186,57 @@ def searchsorted(x1, x2, /, *, side="left", sorter=None):
     return _searchsorted(x1, x2, side=side, sorter=sorter)
 
 
-unique_values = defnondiff("unique_values", lambda xp, x: xp.unique_values(x),
-                           doc="Sorted distinct elements of ``x`` (flattened), as a 1-D array.")
-unique_counts = defnondiff("unique_counts", lambda xp, x: xp.unique_counts(x),
-                           doc="``(values, counts)`` of the distinct elements of ``x``.")
-unique_inverse = defnondiff("unique_inverse", lambda xp, x: xp.unique_inverse(x),
-                            doc="``(values, inverse_indices)``; ``values[inverse_indices]`` rebuilds ``x``.")
-unique_all = defnondiff("unique_all", lambda xp, x: xp.unique_all(x),
-                        doc="``(values, indices, inverse_indices, counts)`` of the distinct elements of ``x``.")
+_unique_values = defnondiff("unique_values", lambda xp, x: xp.unique_values(x))
+_unique_counts = defnondiff("unique_counts", lambda xp, x: xp.unique_counts(x))
+_unique_inverse = defnondiff("unique_inverse", lambda xp, x: xp.unique_inverse(x))
+_unique_all = defnondiff("unique_all", lambda xp, x: xp.unique_all(x))
+
+
+def unique_values(x, /):
+    """Distinct elements of ``x``.
+
+    Parameters
+    ----------
+    x : array, any shape (flattened)
+
+    Returns
+    -------
+    1-D array of the ``K`` distinct values
+    """
+    return _unique_values(x)
+
+
+def unique_counts(x, /):
+    """Distinct elements of ``x`` and how often each occurs.
+
+    Returns
+    -------
+    namedtuple ``(values, counts)`` of two 1-D arrays of length ``K``
+    """
+    return _unique_counts(x)
+
+
+def unique_inverse(x, /):
+    """Distinct elements of ``x`` and, per element of ``x``, the index of its value.
+
+    Returns
+    -------
+    namedtuple ``(values, inverse_indices)``: shapes ``(K,)`` and ``x``'s shape
+    (``values[inverse_indices]`` rebuilds ``x``)
+    """
+    return _unique_inverse(x)
+
+
+def unique_all(x, /):
+    """Distinct elements of ``x`` with first indices, inverse indices and counts.
+
+    Returns
+    -------
+    namedtuple ``(values, indices, inverse_indices, counts)``: shapes ``(K,)``,
+    ``(K,)``, ``x``'s shape and ``(K,)``
+    """
+    return _unique_all(x)
+
 
 _all = defnondiff("all", lambda xp, x, *, axis, keepdims: xp.all(x, axis=axis, keepdims=keepdims))
 _any = defnondiff("any", lambda xp, x, *, axis, keepdims: xp.any(x, axis=axis, keepdims=keepdims))
