@@ -204,7 +204,11 @@ def _check(f, xs, names, order, modes, atol, rtol, eps, rng, fname):
             m = len(cts)
 
             def f_vjp(*z):
-                return vjp(f, *z[:n])[1](tree_unflatten(o_td, list(z[n:])))
+                out, fn = vjp(f, *z[:n])
+                # Finite differences run in float64; cotangents follow the output's dtype.
+                cts = [c if dtype_name(c.dtype) == dtype_name(o.dtype) else ops.astype(c, o.dtype)
+                       for c, o in zip(z[n:], tree_flatten(out)[0])]
+                return fn(tree_unflatten(o_td, cts))
 
             _check(f_vjp, list(xs) + cts, names + [f"cotangent {k} of the output" for k in range(m)],
                    order - 1, modes, atol, rtol, eps, rng, f"vjp({fname})")
