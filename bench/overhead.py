@@ -17,8 +17,8 @@ Measured, each as total time / ``n_ops``:
     a hand-written NumPy forward that saves what the backward needs, then
     the backward pass (what a zero-overhead reverse mode would cost).
 
-Each case is warmed up, then timed ``reps`` times; median, min and max are
-reported.  Run it as ``python -m bench`` (which pins thread pools first).
+All cases are warmed up, then timed ``reps`` times, taking the cases in turn;
+median, min and max are reported.  Run it as ``python -m bench`` (which pins thread pools first).
 """
 
 from __future__ import annotations
@@ -84,17 +84,23 @@ def numpy_tape_grad(np, x, n_ops):
     return np.sum(x), g
 
 
-def _time(fn, reps, warmup):
-    # The garbage collector stays on (its cost is part of taping), but starts
-    # each repetition empty so one rep does not pay for the previous one's garbage.
+def _time_interleaved(fns, reps, warmup):
+    """Seconds per call of each of ``fns``, ``reps`` times, the cases taken in turn.
+
+    Interleaving spreads any background load evenly over the cases.  The
+    garbage collector stays on (its cost is part of taping) but each call
+    starts with it empty, so no call pays for another's garbage.
+    """
     for _ in range(warmup):
-        fn()
-    out = []
+        for fn in fns.values():
+            fn()
+    out = {k: [] for k in fns}
     for _ in range(reps):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        for k, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t0)
     return out
 
 
@@ -131,8 +137,13 @@ def machine():
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = None
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
     return {
         "cpu_model": _cpu_model(),
+        "load_average": load,
         "cpu_count": os.cpu_count(),
         "cpus_available": affinity,
         "platform": platform.platform(),
@@ -168,9 +179,10 @@ def run(n_ops=2000, reps=21, warmup=3, size=4):
         "gpuad_grad": ("gpuad.grad (forward + backward)", gpuad_grad),
         "numpy_tape_grad": ("hand-written NumPy tape (forward + backward)", lambda: numpy_tape_grad(np, x0, n_ops)),
     }
+    times = _time_interleaved({k: fn for k, (_, fn) in cases.items()}, reps, warmup)
     rows = {}
-    for key, (label, fn) in cases.items():
-        ts = _time(fn, reps, warmup)
+    for key, (label, _) in cases.items():
+        ts = times[key]
         per_op = [t / n_ops * 1e6 for t in ts]
         rows[key] = {
             "label": label,
@@ -222,7 +234,8 @@ def machine_text(m):
         f"- CPU: {m['cpu_model']}, {m['cpu_count']} logical cores ({m['cpus_available']} available)\n"
         f"- {m['platform']}; Python {m['python']}; NumPy {m['numpy']}; gpuad {m['gpuad']} "
         f"(commit {m['commit'] or 'unknown'}); default backend {m['backend']}\n"
-        f"- threads: {threads}"
+        f"- threads: {threads}\n"
+        f"- load average (1, 5, 15 min) when the run started: {m['load_average']}"
     )
 
 

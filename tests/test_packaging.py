@@ -1,8 +1,8 @@
 """Packaging: pyproject metadata, and the built wheel installed into a fresh venv.
 
 The wheel tests are marked ``packaging``; CI runs them in a separate bounded
-step (``timeout 900 python -m pytest -q -m "packaging or slow"``).  They are
-skipped unless the ``-m`` expression selects ``packaging``.
+step (``timeout 900 python -m pytest -q -m "packaging or slow"``); pytest.ini
+deselects them from the default run.
 
 The fresh venv gets the wheel only (``--no-deps --no-index``); its runtime
 dependencies (numpy, array-api-compat) come from the test interpreter's
@@ -30,16 +30,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _packaging_selected(config):
-    return "packaging" in (config.getoption("markexpr") or "")
-
-
-@pytest.fixture
-def selected(request):
-    if not _packaging_selected(request.config):
-        pytest.skip('packaging tests run in their own CI step: python -m pytest -m "packaging or slow"')
 
 
 # -- metadata (fast, part of the default suite) ------------------------------
@@ -114,7 +104,7 @@ def _can_build_without_isolation():
 
 
 _IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
+    ".git", ".venv*", "venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
     "results", ".benchmarks", "runs",
 )
 
@@ -168,7 +158,7 @@ def venv(tmp_path_factory, wheel_path):
 
 
 @pytest.mark.packaging
-def test_wheel_contents(selected, wheel_path):
+def test_wheel_contents(wheel_path):
     with zipfile.ZipFile(wheel_path) as z:
         names = set(z.namelist())
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -187,7 +177,7 @@ def test_wheel_contents(selected, wheel_path):
 
 
 @pytest.mark.packaging
-def test_installed_wheel_imports_and_differentiates(selected, venv, tmp_path):
+def test_installed_wheel_imports_and_differentiates(venv, tmp_path):
     where, py = venv
     script = tmp_path / "check_install.py"
     script.write_text(textwrap.dedent(f"""
@@ -212,7 +202,7 @@ def test_installed_wheel_imports_and_differentiates(selected, venv, tmp_path):
 
 
 @pytest.mark.packaging
-def test_console_script_info(selected, venv, tmp_path):
+def test_console_script_info(venv, tmp_path):
     where, py = venv
     exe = py.parent / ("gpuad.exe" if os.name == "nt" else "gpuad")
     assert exe.exists()
@@ -224,7 +214,7 @@ def test_console_script_info(selected, venv, tmp_path):
 
 
 @pytest.mark.packaging
-def test_real_cupy_without_gpu(selected, tmp_path_factory, wheel_path, tmp_path):
+def test_real_cupy_without_gpu(tmp_path_factory, wheel_path, tmp_path):
     """A real CuPy wheel: detection must degrade cleanly when there is no driver/GPU."""
     if os.environ.get("GPUAD_SKIP_REAL_CUPY"):
         pytest.skip("GPUAD_SKIP_REAL_CUPY is set")

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# CPU CI job: a fresh venv, gpuad installed with its test extras, the test
+# suite (exactly the command in README.md), then the packaging/slow tests in a
+# separate step bounded to 15 minutes.
+#
+# Environment:
+#   PYTHON            interpreter that creates the venv (default: python3)
+#   GPUAD_CI_VENV     venv directory (default: .venv in the repository root)
+#   GPUAD_CI_NO_VENV  set to 1 to install into the current Python instead
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+PYTHON=${PYTHON:-python3}
+if [ "${GPUAD_CI_NO_VENV:-0}" != 1 ]; then
+    VENV=${GPUAD_CI_VENV:-.venv}
+    if [ ! -x "$VENV/bin/python" ]; then
+        step "create venv $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    # shellcheck disable=SC1091
+    . "$VENV/bin/activate"
+fi
+
+step "install gpuad[test]"
+python -m pip install -q --upgrade pip "setuptools>=70.1" wheel
+python -m pip install -q -e '.[test]'
+
+step "gpuad info"
+gpuad info
+
+step "tests: python -m pytest -q"
+python -m pytest -q
+
+step "packaging and slow tests (bounded)"
+timeout 900 python -m pytest -q -m "packaging or slow"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU CI job, for a runner with an NVIDIA GPU and driver.
+#
+# Picks gpuad[cuda13] when the driver supports CUDA 13, else gpuad[cuda12];
+# GPUAD_CUDA_MAJOR=12|13 overrides.  CuPy wheels do not bundle the CUDA
+# libraries (NVRTC, cuBLAS, ...): when the runner has no CUDA toolkit, they are
+# pip-installed too through CuPy's [ctk] extra (GPUAD_CUPY_CTK=1|0 forces it).  Fails unless CuPy is usable, then runs the
+# whole suite (gpu-marked tests included), the bounded packaging/slow step and
+# the benchmarks.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "nvidia-smi"
+nvidia-smi
+
+cuda_major=${GPUAD_CUDA_MAJOR:-}
+if [ -z "$cuda_major" ]; then
+    # "CUDA Version: 12.4" in nvidia-smi's header is the newest CUDA the driver supports.
+    cuda_major=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\..*/\1/p' | head -n1)
+fi
+if [ -z "$cuda_major" ]; then
+    # Fall back on the driver version: CUDA 13 needs driver >= 580.
+    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1)
+    if [ "${driver%%.*}" -ge 580 ]; then cuda_major=13; else cuda_major=12; fi
+fi
+if [ "$cuda_major" -ge 13 ]; then extra=cuda13; else extra=cuda12; fi
+echo "driver supports CUDA $cuda_major -> gpuad[test,$extra]"
+
+PYTHON=${PYTHON:-python3}
+VENV=${GPUAD_CI_VENV:-.venv-gpu}
+if [ ! -x "$VENV/bin/python" ]; then
+    step "create venv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+step "install gpuad[test,$extra]"
+python -m pip install -q --upgrade pip "setuptools>=70.1" wheel
+python -m pip install -q -e ".[test,$extra]"
+ctk=${GPUAD_CUPY_CTK:-}
+if [ -z "$ctk" ]; then
+    if ldconfig -p 2>/dev/null | grep 'libnvrtc\.so' >/dev/null || [ -d /usr/local/cuda/lib64 ]; then ctk=0; else ctk=1; fi
+fi
+if [ "$ctk" = 1 ]; then
+    step "no system CUDA toolkit: installing cupy-cuda${cuda_major}x[ctk]"
+    python -m pip install -q "cupy-cuda${cuda_major}x[ctk]"
+fi
+
+step "gpuad info (CuPy must be usable)"
+GPUAD_BACKEND=cupy gpuad info
+
+# The default selection (-m "not slow") includes the gpu-marked tests; CuPy was
+# just checked to be usable, so they run rather than skip (-rs lists any skip).
+step "tests: python -m pytest -q (gpu-marked tests included)"
+python -m pytest -q -rs
+
+step "packaging and slow tests (bounded)"
+timeout 1800 python -m pytest -q -m "packaging or slow"
+
+step "benchmarks"
+python -m bench
