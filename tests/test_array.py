@@ -145,3 +145,35 @@ def test_plain_array_on_the_left_defers_to_the_tracer(backend):
 
     g = gpuad.grad(f)(backend.asarray([1.0, 1.0]))
     np.testing.assert_allclose(backend.to_numpy(g), np.array([[1.0, 2.0], [3.0, 4.0]]).T @ [0.5, -0.5])
+
+
+def test_dtype_functions_follow_the_arrays_backend(backend):
+    seen = {}
+
+    def f(x):
+        seen["float"] = xp.isdtype(x.dtype, "real floating") and not xp.isdtype(x.dtype, "integral")
+        seen["rt"] = xp.result_type(x, 1.0) == x.dtype
+        seen["eps"] = float(xp.finfo(x.dtype).eps)
+        seen["cast"] = xp.can_cast(x.dtype, backend.xp.float64)
+        return xp.sum(x)
+
+    gpuad.grad(f)(backend.asarray([1.0], dtype="float32"))
+    assert seen == {"float": True, "rt": True, "eps": float(np.finfo(np.float32).eps), "cast": True}
+    assert xp.isdtype(backend.xp.int8, ("bool", "signed integer"))
+    assert xp.iinfo(backend.xp.int16).max == 32767
+    with pytest.raises(ValueError, match="unknown kind"):
+        xp.isdtype(backend.xp.int8, "whole number")
+
+
+def test_namespace_exports_the_standard():
+    from gpuad._ops_names import STANDARD_NAMES
+
+    missing = [n for n in STANDARD_NAMES if not hasattr(gpuad.xp, n)]
+    assert not missing
+    assert gpuad.xp.__array_api_version__ == "2024.12"
+    for n in ("float32", "int64", "bool", "e", "pi", "inf", "nan", "newaxis", "linalg"):
+        assert hasattr(gpuad.xp, n)
+    for n in ("inv", "solve", "det", "slogdet", "cholesky", "eigh", "svd", "qr", "vector_norm",
+              "matrix_norm", "outer", "trace", "diagonal", "cross", "matrix_power", "svdvals", "eigvalsh",
+              "tensordot", "vecdot", "matmul", "matrix_transpose", "pinv", "matrix_rank"):
+        assert hasattr(gpuad.xp.linalg, n), n

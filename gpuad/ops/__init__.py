@@ -10,3 +10,4 @@ from ._reductions import *  # noqa: F401,F403
 from ._linalg import *  # noqa: F401,F403
 from ._decompositions import *  # noqa: F401,F403
 from ._searching import *  # noqa: F401,F403
+from ._dtype_functions import *  # noqa: F401,F403

@@ -43,7 +43,7 @@ def __getattr__(name):
         from .._backend import default_namespace
 
         return getattr(default_namespace(), name)
-    if name in ("isdtype", "result_type", "can_cast", "finfo", "iinfo", "__array_namespace_info__"):
+    if name == "__array_namespace_info__":
         from .._backend import default_namespace
 
         return getattr(default_namespace(), name)
