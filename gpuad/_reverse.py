@@ -19,9 +19,34 @@ from . import ops
 from ._core import Trace, Tracer, bind
 from ._registry import Spec
 
-__all__ = ["VJPTrace", "VJPTracer", "Node", "backward"]
+__all__ = ["VJPTrace", "VJPTracer", "Node", "backward", "set_tape_observer", "get_tape_observer"]
 
 _seq = itertools.count()
+
+# NOTE [tape observer]: memory accounting (gpuad.memory) and checkpointing
+# watch the tape through one optional observer with two methods:
+# ``saved(node)`` after a node is recorded, and ``freed(node)`` just before a
+# consumed node drops its residuals.  With no observer (the default) the hot
+# path pays one global read per node.
+_observer = None
+
+
+def set_tape_observer(observer):
+    """Install ``observer`` (or ``None``); returns the previous one."""
+    global _observer
+    prev, _observer = _observer, observer
+    return prev
+
+
+def get_tape_observer():
+    return _observer
+
+
+def recorded(node):
+    """Tell the observer about a node made outside ``VJPTrace.process`` (custom rules)."""
+    if _observer is not None:
+        _observer.saved(node)
+    return node
 
 
 class Node:
@@ -101,8 +126,12 @@ class VJPTrace(Trace):
         if prim.multiple_results:
             node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params,
                         tuple(Spec(a) for a in ans))
+            if _observer is not None:
+                _observer.saved(node)
             return tuple(VJPTracer(self, a, node, i) for i, a in enumerate(ans))
         node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params, (Spec(ans),))
+        if _observer is not None:
+            _observer.saved(node)
         return VJPTracer(self, ans, node, 0)
 
 
@@ -199,6 +228,8 @@ def backward(roots, free):
             pnode, pidx = parent
             _accumulate(pending, pnode, pidx, ct, len(pnode.out_specs))
         if free:
+            if _observer is not None:
+                _observer.freed(node)
             node.args = None
             node.ans = None
             node.parents = ()

@@ -23,7 +23,7 @@ from . import ops
 from ._core import bind, full_unbox
 from ._forward import JVPTracer
 from ._registry import Primitive, Spec
-from ._reverse import Node, VJPTracer
+from ._reverse import Node, VJPTracer, recorded
 from ._tree import tree_flatten, tree_unflatten
 
 __all__ = ["custom_vjp", "custom_jvp"]
@@ -136,7 +136,7 @@ class custom_vjp(_CustomBase):
         call = params["call"]
         outs, res = self._run_fwd(primals, call)
         specs = tuple(Spec(p) if hasattr(p, "shape") else p for p in primals)
-        node = Node(prim, parents, specs, res, params, tuple(Spec(o) for o in outs))
+        node = recorded(Node(prim, parents, specs, res, params, tuple(Spec(o) for o in outs)))
         return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
 
     def backward(self, node, g):
@@ -211,7 +211,7 @@ class custom_jvp(_CustomBase):
 
     def process_vjp(self, trace, prim, primals, parents, params):
         outs = bind(prim, primals, params)
-        node = Node(prim, parents, tuple(primals), None, params, tuple(Spec(o) for o in outs))
+        node = recorded(Node(prim, parents, tuple(primals), None, params, tuple(Spec(o) for o in outs)))
         return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
 
     def backward(self, node, g):
