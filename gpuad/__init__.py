@@ -43,14 +43,28 @@ __all__ = [
 ]
 
 
+# Names whose modules need more than the core, imported on first use so that
+# ``import gpuad`` stays fast: attribute -> (module, attribute or None for the module).
+_LAZY = {
+    "nn": ("gpuad.nn", None),
+    "testing": ("gpuad.testing", None),
+    "random": ("gpuad.random", None),
+    "optim": ("gpuad.optim", None),
+    "memory": ("gpuad.memory", None),
+    "custom_vjp": ("gpuad.custom", "custom_vjp"),
+    "custom_jvp": ("gpuad.custom", "custom_jvp"),
+    "checkpoint": ("gpuad.checkpointing", "checkpoint"),
+    "checkpoint_sequential": ("gpuad.checkpointing", "checkpoint_sequential"),
+    "plan_checkpoints": ("gpuad.checkpointing", "plan_checkpoints"),
+}
+
+
 def __getattr__(name):
-    # Submodules that need more than the core are imported on first use.
-    if name in ("nn", "testing"):
-        import importlib
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'gpuad' has no attribute {name!r}") from None
+    import importlib
 
-        return importlib.import_module(f"gpuad.{name}")
-    if name in ("custom_vjp", "custom_jvp"):
-        from . import custom
-
-        return getattr(custom, name)
-    raise AttributeError(f"module 'gpuad' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
