@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 NAME = "numpy"
+#: Every NumPy array is on the CPU: gpuad skips device comparisons between them.
+SINGLE_DEVICE = True
 
 
 def version():

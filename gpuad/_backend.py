@@ -29,7 +29,6 @@ __all__ = [
 #: Backend names accepted by ``set_backend`` and ``GPUAD_BACKEND``.
 BACKENDS = ("numpy", "cupy", "array_api_strict")
 
-_SCALARS = (int, float, bool, complex)
 
 
 @dataclass
@@ -126,7 +125,10 @@ def default_namespace():
 # NOTE [namespace cache]: array types map to namespaces once, through
 # array-api-compat, which only looks at modules already imported.  The first
 # time a namespace is seen its backend module may register overrides.
-_ns_by_type: dict = {}
+_SKIP = object()
+_ns_by_type: dict = {int: _SKIP, float: _SKIP, bool: _SKIP, complex: _SKIP, type(None): _SKIP}
+#: Namespaces whose arrays all live on one device (their backend says SINGLE_DEVICE).
+_single_device: set = set()
 
 
 def _lookup_namespace(t, x):
@@ -152,6 +154,8 @@ def _attach_backend(ns):
         except ImportError:  # pragma: no cover - backends ship with gpuad
             continue
         if mod.owns(ns):
+            if getattr(mod, "SINGLE_DEVICE", False):
+                _single_device.add(ns)
             mod.register_overrides(ns)
             return
 
@@ -174,14 +178,18 @@ def namespace_of(args, opname):
     ValueError
         If arrays on two devices are mixed (both devices are named).
     """
+    # NOTE [dispatch fast path]: one dict lookup per argument: scalar types
+    # and NoneType map to _SKIP; array types to their namespace.  Devices are
+    # compared only when a second array appears and its namespace has more
+    # than one device.
     ns = None
     first = None
     for a in args:
-        if a is None or type(a) in _SCALARS:
+        n = _ns_by_type.get(type(a))
+        if n is _SKIP:
             continue
-        t = type(a)
-        n = _ns_by_type.get(t)
         if n is None:
+            t = type(a)
             try:
                 n = _lookup_namespace(t, a)
             except TypeError:
@@ -193,7 +201,7 @@ def namespace_of(args, opname):
                 f"{opname}: cannot mix arrays from two array libraries: {_describe(first)} "
                 f"({ns.__name__}) and {_describe(a)} ({n.__name__})"
             )
-        elif a.device != first.device:
+        elif ns not in _single_device and a.device != first.device:
             raise ValueError(
                 f"{opname}: cannot mix arrays on two devices: {_describe(first)} and {_describe(a)}"
             )

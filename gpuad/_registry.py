@@ -24,7 +24,7 @@ are static (axes, keys, flags).
 from __future__ import annotations
 
 from ._backend import namespace_of
-from ._core import bind
+from ._core import Tracer, bind, full_unbox
 
 __all__ = [
     "Primitive",
@@ -116,16 +116,23 @@ class Primitive:
         self.doc = doc or getattr(impl, "__doc__", None)
 
     def __call__(self, *args, **params):
-        if self.nondiff:
-            from ._core import full_unbox
-
-            return self.impl(tuple(full_unbox(a) for a in args), params)
-        return bind(self, args, params)
+        # NOTE [plain fast path]: with no tracer among the arguments the
+        # implementation runs at once; this is the common case inside rules
+        # at first order, so it is kept to one loop and one dispatch.
+        for a in args:
+            if isinstance(a, Tracer):
+                if self.nondiff:
+                    return self.impl(tuple(full_unbox(a) for a in args), params)
+                return bind(self, args, params)
+        xp = namespace_of(args, self.name)
+        impls = self.impls
+        return (impls[xp] if xp in impls else self.impl_default)(xp, *args, **params)
 
     def impl(self, args, params):
+        """Run the implementation on plain arrays (no tracers)."""
         xp = namespace_of(args, self.name)
-        fn = self.impls.get(xp, self.impl_default)
-        return fn(xp, *args, **params)
+        impls = self.impls
+        return (impls[xp] if xp in impls else self.impl_default)(xp, *args, **params)
 
     def vjp_rule(self, i):
         if self.vjp_variadic is not None:

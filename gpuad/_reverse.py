@@ -66,21 +66,25 @@ class Node:
         The output, if the rule keeps it.
     params : dict
         Static parameters.
-    out_specs : tuple of Spec
-        Shape/dtype of each output (for materialising zero cotangents).
+    out_specs : tuple of Spec or None
+        Shape/dtype of each output of a multiple-result primitive (for
+        materialising zero cotangents); ``None`` for single-output nodes.
+    nout : int
+        Number of outputs.
     seq : int
         Creation order; backward visits nodes in decreasing ``seq``.
     """
 
-    __slots__ = ("prim", "parents", "args", "ans", "params", "out_specs", "seq")
+    __slots__ = ("prim", "parents", "args", "ans", "params", "out_specs", "nout", "seq")
 
-    def __init__(self, prim, parents, args, ans, params, out_specs):
+    def __init__(self, prim, parents, args, ans, params, out_specs=None):
         self.prim = prim
         self.parents = parents
         self.args = args
         self.ans = ans
         self.params = params
         self.out_specs = out_specs
+        self.nout = 1 if out_specs is None else len(out_specs)
         self.seq = next(_seq)
 
 
@@ -102,14 +106,13 @@ class VJPTrace(Trace):
     __slots__ = ()
 
     def new_input(self, x):
-        node = Node(None, (), (), None, None, (Spec(x),))
-        return VJPTracer(self, x, node, 0)
+        return VJPTracer(self, x, Node(None, (), (), None, None), 0)
 
     def process(self, prim, args, params):
         primals = []
         parents = []
         for a in args:
-            if isinstance(a, VJPTracer) and a._trace is self:
+            if type(a) is VJPTracer and a._trace is self:
                 primals.append(a._primal)
                 parents.append((a._node, a._index))
             else:
@@ -129,7 +132,7 @@ class VJPTrace(Trace):
             if _observer is not None:
                 _observer.saved(node)
             return tuple(VJPTracer(self, a, node, i) for i, a in enumerate(ans))
-        node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params, (Spec(ans),))
+        node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params)
         if _observer is not None:
             _observer.saved(node)
         return VJPTracer(self, ans, node, 0)
@@ -181,7 +184,7 @@ def backward(roots, free):
     """
     pending = {}
     for (node, idx), ct in roots:
-        _accumulate(pending, node, idx, ct, len(node.out_specs))
+        _accumulate(pending, node, idx, ct)
     # Iterative topological order: every node reachable from the roots,
     # visited newest first (a node is always newer than its inputs).
     seen = set()
@@ -211,22 +214,25 @@ def backward(roots, free):
             g = tuple(c if c is not None else _zeros(s) for c, s in zip(cts, node.out_specs))
         else:
             g = cts[0]
-        if prim.custom is not None:
-            contributions = prim.custom.backward(node, g)
-        else:
-            contributions = None
+        contributions = prim.custom.backward(node, g) if prim.custom is not None else None
+        args = node.args
+        vjps = prim.vjps
         for i, parent in enumerate(node.parents):
             if parent is None:
                 continue
             if contributions is not None:
                 ct = contributions[i]
             else:
-                ct = prim.vjp_rule(i)(g, node.ans, *node.args, **node.params)
+                rule = vjps[i] if i < len(vjps) else None
+                if rule is None:
+                    rule = prim.vjp_rule(i)  # variadic, or raises naming op and argument
+                ct = rule(g, node.ans, *args, **node.params)
             if ct is None:
                 continue
-            ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
-            pnode, pidx = parent
-            _accumulate(pending, pnode, pidx, ct, len(pnode.out_specs))
+            a = args[i]
+            if ct.shape != a.shape or ct.dtype != a.dtype:
+                ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
+            _accumulate(pending, parent[0], parent[1], ct)
         if free:
             if _observer is not None:
                 _observer.freed(node)
@@ -240,10 +246,10 @@ def _seq_of(node):
     return node.seq
 
 
-def _accumulate(pending, node, idx, ct, nout):
+def _accumulate(pending, node, idx, ct):
     slot = pending.get(node)
     if slot is None:
-        slot = pending[node] = [None] * nout
+        slot = pending[node] = [None] * node.nout
     prev = slot[idx]
     if prev is None:
         slot[idx] = ct
