@@ -32,16 +32,20 @@ class JVPTrace(Trace):
     def process(self, prim, args, params):
         primals = []
         tangents = []
+        nested = False  # does any primal carry a lower-level tracer?
         for a in args:
-            if isinstance(a, JVPTracer) and a._trace is self:
-                primals.append(a._primal)
+            if type(a) is JVPTracer and a._trace is self:
+                p = a._primal
                 tangents.append(a._tangent)
             else:
-                primals.append(a)
+                p = a
                 tangents.append(None)
+            primals.append(p)
+            if isinstance(p, Tracer):
+                nested = True
         if prim.custom is not None:
             return prim.custom.process_jvp(self, prim, primals, tangents, params)
-        ans = bind(prim, primals, params)
+        ans = bind(prim, primals, params) if nested else prim.impl(primals, params)
         if prim.jvp_joint is not None:
             tout = prim.jvp_joint(tuple(tangents), ans, *primals, **params)
         else:

@@ -111,16 +111,20 @@ class VJPTrace(Trace):
     def process(self, prim, args, params):
         primals = []
         parents = []
+        nested = False  # does any primal carry a lower-level tracer?
         for a in args:
             if type(a) is VJPTracer and a._trace is self:
-                primals.append(a._primal)
+                p = a._primal
                 parents.append((a._node, a._index))
             else:
-                primals.append(a)
+                p = a
                 parents.append(None)
+            primals.append(p)
+            if isinstance(p, Tracer):
+                nested = True
         if prim.custom is not None:
             return prim.custom.process_vjp(self, prim, primals, tuple(parents), params)
-        ans = bind(prim, primals, params)
+        ans = bind(prim, primals, params) if nested else prim.impl(primals, params)
         keep = prim.keep_args
         kept = tuple(
             p if (i in keep or p is None or not hasattr(p, "shape")) else Spec(p)
