@@ -187,8 +187,9 @@ def backward(roots, free):
         Leaf ``Node`` -> accumulated cotangent (absent means zero).
     """
     pending = {}
+    owned = {}  # NOTE [in-place accumulation]
     for (node, idx), ct in roots:
-        _accumulate(pending, node, idx, ct)
+        _accumulate(pending, owned, node, idx, ct)
     # Iterative topological order: every node reachable from the roots,
     # visited newest first (a node is always newer than its inputs).
     seen = set()
@@ -210,6 +211,9 @@ def backward(roots, free):
         cts = pending.pop(node, None)
         if cts is None:
             continue  # symbolic zero: nothing flows through this node
+        if owned:
+            for c in cts:  # handed to the rules now: no longer ours to overwrite
+                owned.pop(id(c), None)
         prim = node.prim
         if prim is None:
             leaves[node] = cts[0]
@@ -236,7 +240,7 @@ def backward(roots, free):
             a = args[i]
             if ct.shape != a.shape or ct.dtype != a.dtype:
                 ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
-            _accumulate(pending, parent[0], parent[1], ct)
+            _accumulate(pending, owned, parent[0], parent[1], ct)
         if free:
             if _observer is not None:
                 _observer.freed(node)
@@ -250,15 +254,31 @@ def _seq_of(node):
     return node.seq
 
 
-def _accumulate(pending, node, idx, ct):
+def _accumulate(pending, owned, node, idx, ct):
+    """Add cotangent ``ct`` into output ``idx`` of ``node``'s pending slot.
+
+    # NOTE [in-place accumulation]: the first contribution is stored as is (it
+    # may be a user's array, a rule's view, or shared with another slot).  The
+    # first sum allocates a fresh buffer that only this slot can see; it is
+    # recorded in ``owned`` (id -> array, which also pins the id) and later
+    # contributions are added into it in place.  Ownership ends when the slot
+    # is handed to the node's rules.  Traced cotangents (higher order) are
+    # always summed functionally.
+    """
     slot = pending.get(node)
     if slot is None:
         slot = pending[node] = [None] * node.nout
     prev = slot[idx]
     if prev is None:
         slot[idx] = ct
+    elif owned.get(id(prev)) is prev and not isinstance(ct, Tracer):
+        prev += ct
+        slot[idx] = prev  # (a 0-d NumPy scalar is immutable: += rebinds it)
     else:
-        slot[idx] = ops.add(prev, ct)
+        total = ops.add(prev, ct)
+        slot[idx] = total
+        if not isinstance(total, Tracer):
+            owned[id(total)] = total
 
 
 def _zeros(spec):
