@@ -92,6 +92,8 @@ def bind(prim, args, params):
                 _confused(prim, top, t)
     if top is None:
         return prim.impl(args, params)
+    if prim.composite is not None:  # NOTE [fused primitives] in _registry
+        return prim.composite(*args, **params)
     if not top.alive:
         raise RuntimeError(
             f"{prim.name}: a traced value escaped the transform that made it (a leaked tracer "

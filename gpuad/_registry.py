@@ -33,6 +33,7 @@ __all__ = [
     "deflinear",
     "defunary",
     "defnondiff",
+    "deffused",
     "override",
     "PRIMITIVES",
 ]
@@ -92,11 +93,14 @@ class Primitive:
     custom : object or None
         For user-defined rules (``gpuad.custom``): the object whose
         ``process_vjp``/``backward``/``process_jvp`` the engine calls instead.
+    composite : callable or None
+        For fused primitives (:func:`deffused`): the same function written
+        with gpuad ops, run instead of ``impl`` whenever an argument is traced.
     """
 
     __slots__ = (
         "name", "impl_default", "impls", "vjps", "jvps", "jvp_joint",
-        "keep_args", "keep_ans", "multiple_results", "nondiff", "custom", "vjp_variadic", "doc",
+        "keep_args", "keep_ans", "multiple_results", "nondiff", "custom", "vjp_variadic", "composite", "doc",
     )
 
     def __init__(self, name, impl, *, vjps=(), jvps=None, jvp_joint=None, keep_args=None,
@@ -113,6 +117,7 @@ class Primitive:
         self.multiple_results = multiple_results
         self.nondiff = nondiff
         self.custom = None  # set for custom_vjp / custom_jvp functions (gpuad.custom)
+        self.composite = None  # set by deffused
         self.doc = doc or getattr(impl, "__doc__", None)
 
     def __call__(self, *args, **params):
@@ -193,21 +198,59 @@ def deflinear(name, impl, *, vjp=(), vjp_variadic=None, doc=None):
     return prim
 
 
-def defunary(name, impl, deriv, *, uses="x", doc=None):
+def defunary(name, impl, deriv, *, uses="x", fused=None, doc=None):
     """Declare an elementwise function of one argument from its derivative.
 
     ``deriv(ans, x)`` returns f'(x), written with gpuad ops; ``uses`` says
     which of ``"x"``, ``"ans"`` or ``"both"`` it reads, so the tape keeps only
-    that.  VJP: ``g * f'(x)``; JVP: ``t * f'(x)``.
+    that (the other is passed as ``None``).  VJP: ``g * f'(x)``; JVP:
+    ``t * f'(x)``.
+
+    ``fused(xp, g, v)`` (``v`` being ``ans`` or ``x`` as ``uses`` says;
+    ``fused(xp, g, ans, x)`` for ``"both"``) may give ``g * f'(x)`` as one
+    expression on plain arrays.  It becomes the primitive ``<name>_grad``
+    (see :func:`deffused`), which backends may replace with a fused kernel.
     """
     keep_args = (0,) if uses in ("x", "both") else ()
     keep_ans = uses in ("ans", "both")
+    if fused is None:
+        def rule(g, ans, x):
+            return _multiply(g, deriv(ans, x))
+    elif uses == "ans":
+        grad_p = deffused(f"{name}_grad", fused, lambda g, ans: _multiply(g, deriv(ans, None)))
+
+        def rule(g, ans, x):
+            return grad_p(g, ans)
+    elif uses == "x":
+        grad_p = deffused(f"{name}_grad", fused, lambda g, x: _multiply(g, deriv(None, x)))
+
+        def rule(g, ans, x):
+            return grad_p(g, x)
+    else:
+        grad_p = deffused(f"{name}_grad", fused, lambda g, ans, x: _multiply(g, deriv(ans, x)))
+
+        def rule(g, ans, x):
+            return grad_p(g, ans, x)
     return _register(Primitive(
-        name, impl,
-        vjps=(lambda g, ans, x: _multiply(g, deriv(ans, x)),),
-        jvps=(lambda t, ans, x: _multiply(t, deriv(ans, x)),),
-        keep_args=keep_args, keep_ans=keep_ans, doc=doc,
+        name, impl, vjps=(rule,), jvps=(rule,), keep_args=keep_args, keep_ans=keep_ans, doc=doc,
     ))
+
+
+def deffused(name, impl, composite, doc=None):
+    """Declare a fused primitive: one dispatch on plain arrays, a composite under transforms.
+
+    ``impl(xp, *args, **params)`` computes the result on plain arrays in one
+    go (and a backend may override it with a single GPU kernel).  Whenever an
+    argument is traced, ``composite(*args, **params)`` -- the same function
+    written with gpuad ops -- runs instead, so the primitive needs no rules of
+    its own and is differentiable to any order.
+
+    # NOTE [fused primitives]: impl and composite must agree (a test compares
+    # them for every fused primitive on every backend).
+    """
+    prim = Primitive(name, impl, doc=doc)
+    prim.composite = composite
+    return _register(prim)
 
 
 def defnondiff(name, impl, doc=None):

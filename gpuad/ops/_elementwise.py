@@ -87,31 +87,43 @@ pow = defop(
 power = pow
 
 # --- unary math -------------------------------------------------------------
+# ``fused=`` gives g * f'(x) as one expression on plain arrays for the hot ops
+# (NOTE [fused primitives]); it must compute exactly what ``deriv`` does.
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
 
 exp = defunary("exp", lambda xp, x: xp.exp(x), lambda ans, x: ans, uses="ans")
-expm1 = defunary("expm1", lambda xp, x: xp.expm1(x), lambda ans, x: ans + 1.0, uses="ans")
-log = defunary("log", lambda xp, x: xp.log(x), lambda ans, x: reciprocal(x))
-log1p = defunary("log1p", lambda xp, x: xp.log1p(x), lambda ans, x: reciprocal(x + 1.0))
+expm1 = defunary("expm1", lambda xp, x: xp.expm1(x), lambda ans, x: ans + 1.0, uses="ans",
+                 fused=lambda xp, g, ans: g * (ans + 1.0))
+log = defunary("log", lambda xp, x: xp.log(x), lambda ans, x: reciprocal(x),
+               fused=lambda xp, g, x: g * (1.0 / x))
+log1p = defunary("log1p", lambda xp, x: xp.log1p(x), lambda ans, x: reciprocal(x + 1.0),
+                 fused=lambda xp, g, x: g * (1.0 / (x + 1.0)))
 log2 = defunary("log2", lambda xp, x: xp.log2(x), lambda ans, x: reciprocal(x * _LN2))
 log10 = defunary("log10", lambda xp, x: xp.log10(x), lambda ans, x: reciprocal(x * _LN10))
-sqrt = defunary("sqrt", lambda xp, x: xp.sqrt(x), lambda ans, x: 0.5 / ans, uses="ans")
-square = defunary("square", lambda xp, x: x * x, lambda ans, x: 2.0 * x)
-sin = defunary("sin", lambda xp, x: xp.sin(x), lambda ans, x: cos(x))
-cos = defunary("cos", lambda xp, x: xp.cos(x), lambda ans, x: negative(sin(x)))
-tan = defunary("tan", lambda xp, x: xp.tan(x), lambda ans, x: square(ans) + 1.0, uses="ans")
+sqrt = defunary("sqrt", lambda xp, x: xp.sqrt(x), lambda ans, x: 0.5 / ans, uses="ans",
+                fused=lambda xp, g, ans: g * (0.5 / ans))
+square = defunary("square", lambda xp, x: x * x, lambda ans, x: 2.0 * x,
+                  fused=lambda xp, g, x: g * (2.0 * x))
+sin = defunary("sin", lambda xp, x: xp.sin(x), lambda ans, x: cos(x),
+               fused=lambda xp, g, x: g * xp.cos(x))
+cos = defunary("cos", lambda xp, x: xp.cos(x), lambda ans, x: negative(sin(x)),
+               fused=lambda xp, g, x: g * -xp.sin(x))
+tan = defunary("tan", lambda xp, x: xp.tan(x), lambda ans, x: square(ans) + 1.0, uses="ans",
+               fused=lambda xp, g, ans: g * (ans * ans + 1.0))
 asin = defunary("asin", lambda xp, x: xp.asin(x), lambda ans, x: reciprocal(sqrt(1.0 - square(x))))
 acos = defunary("acos", lambda xp, x: xp.acos(x), lambda ans, x: negative(reciprocal(sqrt(1.0 - square(x)))))
 atan = defunary("atan", lambda xp, x: xp.atan(x), lambda ans, x: reciprocal(square(x) + 1.0))
 sinh = defunary("sinh", lambda xp, x: xp.sinh(x), lambda ans, x: cosh(x))
 cosh = defunary("cosh", lambda xp, x: xp.cosh(x), lambda ans, x: sinh(x))
-tanh = defunary("tanh", lambda xp, x: xp.tanh(x), lambda ans, x: 1.0 - square(ans), uses="ans")
+tanh = defunary("tanh", lambda xp, x: xp.tanh(x), lambda ans, x: 1.0 - square(ans), uses="ans",
+                fused=lambda xp, g, ans: g * (1.0 - ans * ans))
 asinh = defunary("asinh", lambda xp, x: xp.asinh(x), lambda ans, x: reciprocal(sqrt(square(x) + 1.0)))
 acosh = defunary("acosh", lambda xp, x: xp.acosh(x), lambda ans, x: reciprocal(sqrt(square(x) - 1.0)))
 atanh = defunary("atanh", lambda xp, x: xp.atanh(x), lambda ans, x: reciprocal(1.0 - square(x)))
 abs = defunary("abs", lambda xp, x: xp.abs(x), lambda ans, x: sign(x))
-reciprocal = defunary("reciprocal", lambda xp, x: 1.0 / x, lambda ans, x: negative(square(ans)), uses="ans")
+reciprocal = defunary("reciprocal", lambda xp, x: 1.0 / x, lambda ans, x: negative(square(ans)), uses="ans",
+                      fused=lambda xp, g, ans: g * -(ans * ans))
 arcsin, arccos, arctan = asin, acos, atan
 arcsinh, arccosh, arctanh = asinh, acosh, atanh
 absolute = abs

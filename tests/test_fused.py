@@ -1,0 +1,39 @@
+"""Fused primitives: the one-dispatch implementation equals the composite.
+
+NOTE [fused primitives]: a fused primitive runs ``impl`` on plain arrays and
+its ``composite`` (gpuad ops) under transforms; the two must agree, on every
+backend, bit for bit.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import gpuad
+from gpuad.testing import check_grads
+
+FUSED = sorted(n for n, p in gpuad.PRIMITIVES.items() if p.composite is not None)
+
+
+def test_there_are_fused_primitives():
+    assert {"tanh_grad", "sin_grad", "cos_grad", "log_grad"} <= set(FUSED)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_impl_equals_composite(backend, name):
+    prim = gpuad.PRIMITIVES[name]
+    n = len(inspect.signature(prim.composite).parameters)
+    rng = np.random.default_rng(0)
+    args = [backend.asarray(rng.uniform(0.2, 0.9, size=(3, 4))) for _ in range(n)]
+    fused = prim(*args)  # plain arrays: the fused impl
+    composite = prim.composite(*args)
+    np.testing.assert_array_equal(backend.to_numpy(fused), backend.to_numpy(composite))
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_primitive_differentiates_through_its_composite(backend, name):
+    prim = gpuad.PRIMITIVES[name]
+    n = len(inspect.signature(prim.composite).parameters)
+    args = [backend.asarray([0.3, 0.45, 0.7]) for _ in range(n)]
+    check_grads(prim, tuple(args), order=2)
