@@ -118,9 +118,18 @@ _methods = {
 
 def _as_method(f):
     # Primitives are callable objects, not functions: they do not bind as
-    # methods, so wrap them.
-    def method(*args):
-        return f(*args)
+    # methods, so wrap them.  ``self`` is a tracer, so a differentiable
+    # primitive can go straight to ``bind`` (Primitive.__call__ would only
+    # look for the tracer again).
+    from ._core import bind
+    from ._registry import Primitive
+
+    if isinstance(f, Primitive) and not f.nondiff:
+        def method(*args):
+            return bind(f, args, {})
+    else:
+        def method(*args):
+            return f(*args)
 
     method.__name__ = getattr(f, "__name__", getattr(f, "name", "method"))
     return method

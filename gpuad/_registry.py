@@ -48,7 +48,7 @@ class Spec:
     __slots__ = ("shape", "dtype", "device")
 
     def __init__(self, x):
-        self.shape = tuple(x.shape)
+        self.shape = x.shape  # a tuple for every backend, and for tracers
         self.dtype = x.dtype
         self.device = x.device
 

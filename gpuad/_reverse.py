@@ -111,7 +111,10 @@ class VJPTrace(Trace):
     def process(self, prim, args, params):
         primals = []
         parents = []
+        kept = []
+        keep = prim.keep_args
         nested = False  # does any primal carry a lower-level tracer?
+        i = 0
         for a in args:
             if type(a) is VJPTracer and a._trace is self:
                 p = a._primal
@@ -120,23 +123,23 @@ class VJPTrace(Trace):
                 p = a
                 parents.append(None)
             primals.append(p)
+            if i in keep or not hasattr(p, "shape"):
+                kept.append(p)
+            else:
+                kept.append(Spec(p))
             if isinstance(p, Tracer):
                 nested = True
+            i += 1
         if prim.custom is not None:
             return prim.custom.process_vjp(self, prim, primals, tuple(parents), params)
         ans = bind(prim, primals, params) if nested else prim.impl(primals, params)
-        keep = prim.keep_args
-        kept = tuple(
-            p if (i in keep or p is None or not hasattr(p, "shape")) else Spec(p)
-            for i, p in enumerate(primals)
-        )
         if prim.multiple_results:
-            node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params,
+            node = Node(prim, tuple(parents), tuple(kept), ans if prim.keep_ans else None, params,
                         tuple(Spec(a) for a in ans))
             if _observer is not None:
                 _observer.saved(node)
             return tuple(VJPTracer(self, a, node, i) for i, a in enumerate(ans))
-        node = Node(prim, tuple(parents), kept, ans if prim.keep_ans else None, params)
+        node = Node(prim, tuple(parents), tuple(kept), ans if prim.keep_ans else None, params)
         if _observer is not None:
             _observer.saved(node)
         return VJPTracer(self, ans, node, 0)
