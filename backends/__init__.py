@@ -12,6 +12,12 @@ Each module provides:
     Registers backend-specific kernels for primitives (rules stay untouched).
 ``devices() -> list[str]`` and ``memory_stats() -> dict``
     Device and memory information for ``gpuad info`` and ``gpuad.memory``.
+``buffer_of(x) -> (key, nbytes, owner)``
+    The memory block an array lives in (views resolve to their base), so
+    that ``gpuad.memory`` counts an aliased buffer once.
+``to_numpy(x)`` and ``from_numpy(a, device=None)``
+    Host copies for saving and loading (``gpuad.serialization``); the NumPy
+    backend also reads and writes ``.npz`` files (``save_npz``/``load_npz``).
 ``version() -> str | None``
 
 This package is installed as ``gpuad.backends`` (see ``pyproject.toml``).

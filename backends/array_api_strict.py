@@ -48,6 +48,27 @@ def memory_stats():
     return {}
 
 
+def buffer_of(x):
+    """``(key, nbytes, owner)`` of the memory block array ``x`` lives in.
+
+    array-api-strict wraps a NumPy array (private ``_array``); when present,
+    views are followed through its ``.base`` as for NumPy.  Otherwise the
+    array counts alone: ``size * itemsize`` keyed by ``id(x)``.
+    """
+    inner = getattr(x, "_array", None)
+    if inner is not None and hasattr(inner, "nbytes"):
+        owner = inner
+        while getattr(owner, "base", None) is not None and hasattr(owner.base, "nbytes"):
+            owner = owner.base
+        return id(owner), int(owner.nbytes), owner
+    n = 1
+    for d in x.shape:
+        n *= int(d)
+    digits = "".join(c for c in str(x.dtype).rsplit(".", 1)[-1] if c.isdigit())
+    itemsize = int(digits) // 8 if digits else 1  # bool: one byte
+    return id(x), n * itemsize, x
+
+
 _BINARY = (
     "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
     "__floordiv__", "__rfloordiv__", "__pow__", "__rpow__", "__mod__", "__rmod__", "__matmul__",
@@ -87,3 +108,23 @@ def register_overrides(ns):
         if orig is not None:
             setattr(Array, name, deferring(orig))
     Array._gpuad_defers = True
+
+
+# --- host transfer (gpuad.serialization) ---------------------------------------
+def to_numpy(x):
+    """A NumPy copy of ``x``: arrays off the CPU device are moved there first."""
+    import array_api_strict
+    import numpy
+
+    cpu = array_api_strict.Device("CPU_DEVICE")
+    if x.device != cpu:
+        x = x.to_device(cpu)
+    return numpy.asarray(x)
+
+
+def from_numpy(a, device=None):
+    """``a`` (a NumPy array) as an array-api-strict array on ``device``."""
+    import array_api_strict
+
+    kw = {"device": device} if device is not None else {}
+    return array_api_strict.asarray(a, **kw)

@@ -42,6 +42,22 @@ def memory_stats():
     return {}
 
 
+def buffer_of(x):
+    """``(key, nbytes, owner)`` of the memory block that array ``x`` lives in.
+
+    Views are followed through ``.base`` to the ndarray that owns the data, so
+    two views of one array report the same key (``id`` of the owner) and the
+    owner's full size.  ``owner`` is the object to watch (weakref) for the
+    block's release.  Used by ``gpuad.memory`` to count an aliased buffer once.
+    """
+    import numpy
+
+    owner = x
+    while isinstance(getattr(owner, "base", None), numpy.ndarray):
+        owner = owner.base
+    return id(owner), int(owner.nbytes), owner
+
+
 def register_overrides(ns):
     import numpy
 
@@ -54,3 +70,54 @@ def register_overrides(ns):
         return out
 
     override("index_add", ns, index_add)
+
+
+# --- host transfer and files (gpuad.serialization) ----------------------------
+def to_numpy(x):
+    """A NumPy array with ``x``'s values (no copy when ``x`` already is one)."""
+    import numpy
+
+    return numpy.asarray(x)
+
+
+def from_numpy(a, device=None):
+    """``a`` as an array of this backend (NumPy: the array itself)."""
+    import numpy
+
+    return numpy.asarray(a)
+
+
+def save_npz(path, arrays, metadata=None):
+    """Write a dict ``name -> NumPy array`` (and a ``metadata`` string) to ``path``.
+
+    The file is an uncompressed ``.npz``; ``metadata`` goes in the entry
+    ``__metadata__`` as a 0-d unicode array.
+
+    The write goes to a temporary file first and is renamed into place, so an
+    interrupted save never leaves a truncated file under ``path``.
+    """
+    import os
+
+    import numpy
+
+    arrays = dict(arrays)
+    if metadata is not None:
+        arrays["__metadata__"] = numpy.asarray(metadata)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            numpy.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_npz(path):
+    """Read an ``.npz``: ``(dict name -> NumPy array, metadata string or None)``."""
+    import numpy
+
+    with numpy.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = arrays.pop("__metadata__", None)
+    return arrays, (str(meta[()]) if meta is not None else None)

@@ -1,0 +1,481 @@
+"""``checkpoint_sequential``: a chain of steps run under a checkpoint schedule.
+
+The whole chain is one primitive (NOTE [checkpoint is a primitive] in
+``gpuad.checkpointing``).  Its forward executes the schedule's forward sweep
+(``gpuad._schedules``) and its backward the rest, recording each step on a
+tape of its own.
+
+# NOTE [bitwise equal schedules]: every strategy gives bitwise-identical
+# gradients because each step is recorded with its own input leaves (state
+# and parameters): a step's cotangents are summed inside that step only, in
+# the engine's order, whichever segment it is recorded in, and the state's
+# cotangent crosses a step boundary unchanged.  Advanced and recorded runs
+# apply the same implementations to the same inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import _schedules as S
+from ._core import bind, new_trace
+from ._dtypes import is_floating
+from ._forward import JVPTracer
+from ._registry import Primitive, Spec
+from ._reverse import Node, VJPTrace, VJPTracer, backward, recorded
+from ._tree import tree_flatten, tree_unflatten
+from .checkpointing import _Frame, _leaked, _pushed
+
+__all__ = ["checkpoint_sequential", "plan_checkpoints", "ScheduleReport", "last_report"]
+
+STRATEGIES = ("none", "uniform", "revolve")
+
+
+@dataclass
+class ScheduleReport:
+    """What a schedule predicted and what its run measured.
+
+    Attributes
+    ----------
+    strategy : str
+    steps : int
+        Length ``l`` of the chain.
+    snapshots, segments : int or None
+        Revolve's snapshots (including the input) / uniform's segments.
+    predicted_advances, actual_advances : int
+        Step calls that record nothing (``actual`` is ``None`` until run).
+    minimal_advances : int or None
+        For revolve, the proven minimum ``t(l, s)``.
+    recorded_steps : int
+        Step calls that record a tape (``l`` for every strategy).
+    predicted_peak_bytes, actual_peak_bytes : int or None
+        Peak of input, parameters, snapshots and step tapes, from the cost
+        model (needs a profile: measured during the run if none was given)
+        and as measured by ``gpuad.memory`` over the forward and backward.
+    budget_bytes : int or None
+    profile : StepCost or None
+        The per-step cost model; pass it to ``plan_checkpoints``.
+    """
+
+    strategy: str
+    steps: int
+    snapshots: int | None = None
+    segments: int | None = None
+    predicted_advances: int = 0
+    actual_advances: int | None = None
+    minimal_advances: int | None = None
+    recorded_steps: int = 0
+    predicted_peak_bytes: int | None = None
+    actual_peak_bytes: int | None = None
+    budget_bytes: int | None = None
+    profile: S.StepCost | None = field(default=None, repr=False)
+    actions: list = field(default_factory=list, repr=False)
+
+
+_last = None
+
+
+def last_report():
+    """The :class:`ScheduleReport` of the most recent ``checkpoint_sequential`` call."""
+    return _last
+
+
+def _isqrt_segments(l):
+    k = max(1, int(round(l ** 0.5)))
+    return min(k, l)
+
+
+def plan_checkpoints(steps, *, strategy="revolve", segments=None, snapshots=None, budget_bytes=None,
+                     profile=None):
+    """Plan a schedule without running anything (a dry run).
+
+    Parameters
+    ----------
+    steps : int
+        Chain length ``l``.
+    strategy : {"none", "uniform", "revolve"}
+    segments : int, optional
+        Uniform: number of segments (default ``round(sqrt(l))``).
+    snapshots : int, optional
+        Revolve: snapshots including the input (default ``ceil(log2 l)``, at least 1).
+    budget_bytes : int, optional
+        Recorded in the report (only checked against a profile).
+    profile : StepCost, optional
+        Cost model, e.g. ``report.profile`` of an earlier run; gives
+        ``predicted_peak_bytes``.
+
+    Returns
+    -------
+    ScheduleReport
+        With the action list in ``report.actions`` and the predicted counts.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"plan_checkpoints: steps must be a positive int, got {steps!r}")
+    l = steps
+    rep = ScheduleReport(strategy=strategy, steps=l, budget_bytes=budget_bytes, profile=profile)
+    if strategy == "none":
+        acts = S.none_actions(l)
+    elif strategy == "uniform":
+        k = _isqrt_segments(l) if segments is None else segments
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= l:
+            raise ValueError(f"checkpoint_sequential: segments must be an int in [1, {l}] for {l} steps, got {segments!r}")
+        rep.segments = k
+        acts = S.uniform_actions(l, k)
+    elif strategy == "revolve":
+        s = max(1, (l - 1).bit_length()) if snapshots is None else snapshots
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+            raise ValueError(f"checkpoint_sequential: snapshots must be an int >= 1 (the input counts as one), got {snapshots!r}")
+        rep.snapshots = s
+        rep.minimal_advances = S.binomial_advances(l, s)
+        acts = S.revolve_actions(l, s)
+    else:
+        raise ValueError(f"checkpoint_sequential: unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    rep.actions = acts
+    rep.predicted_advances, rep.recorded_steps = S.count(acts)
+    if profile is not None:
+        if len(profile.tape_bytes) != l:
+            raise ValueError(f"plan_checkpoints: the profile has {len(profile.tape_bytes)} steps, the chain {l}")
+        rep.predicted_peak_bytes = S.simulate(acts, profile)
+    return rep
+
+
+# ---------------------------------------------------------------- the primitive
+
+
+class _Chain:
+    """Static data of one call: the steps, leaf layout and the report."""
+
+    __slots__ = ("fns", "has_params", "x_td", "n_x", "p_tds", "p_slices", "out_td", "report", "state_tds")
+
+    def __repr__(self):
+        return f"_Chain({len(self.fns)} steps)"
+
+
+def _step(chain, k, state_leaves, p_leaves):
+    x = tree_unflatten(chain.state_tds[k], list(state_leaves))
+    if chain.has_params[k]:
+        y = chain.fns[k](tree_unflatten(chain.p_tds[k], list(p_leaves)), x)
+    else:
+        y = chain.fns[k](x)
+    leaves, td = tree_flatten(y)
+    if len(chain.state_tds) == k + 1:
+        chain.state_tds.append(td)
+    elif chain.state_tds[k + 1] != td:
+        raise ValueError(f"checkpoint_sequential: step {k} returned structure {td!r}, "
+                         f"earlier {chain.state_tds[k + 1]!r}")
+    return leaves
+
+
+def _params(chain, leaves, k):
+    a, b = chain.p_slices[k]
+    return leaves[a:b]
+
+
+def _plain_chain(chain, leaves):
+    state = list(leaves[:chain.n_x])
+    for k in range(len(chain.fns)):
+        state = _step(chain, k, state, _params(chain, leaves, k))
+    return state
+
+
+class _Sequential:
+    """Engine hooks of the chain primitive; the node keeps inputs, params and ``_Run``."""
+
+    is_checkpoint = True
+
+    def __init__(self):
+        self.prim = Primitive("checkpoint_sequential", self._impl, multiple_results=True)
+        self.prim.custom = self
+
+    def _impl(self, xp, *leaves, chain):
+        return tuple(_plain_chain(chain, leaves))
+
+    def residual_arrays(self, node):
+        arrays = [a for a in node.args if hasattr(a, "shape") and not isinstance(a, Spec)]
+        run = node.ans
+        if run is not None:
+            for st in run.snaps.values():
+                arrays.extend(a for a in st if hasattr(a, "shape"))
+        return arrays
+
+    def process_vjp(self, trace, prim, primals, parents, params):
+        chain = params["chain"]
+        run = _Run(chain, list(primals), [p is not None for p in parents])
+        outs = run.forward()
+        _leaked(outs, trace, "checkpoint_sequential")
+        node = recorded(Node(prim, parents, tuple(primals), run, params, tuple(Spec(o) for o in outs)))
+        return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
+
+    def backward(self, node, g):
+        return node.ans.backward(list(g))
+
+    def process_jvp(self, trace, prim, primals, tangents, params):
+        boxed = [p if t is None else JVPTracer(trace, p, t) for p, t in zip(primals, tangents)]
+        return tuple(_plain_chain(params["chain"], boxed))
+
+
+_SEQ = _Sequential()
+
+
+def _float_leaf(v):
+    return hasattr(v, "dtype") and hasattr(v, "shape") and is_floating(v.dtype)
+
+
+class _Run:
+    """Executes one schedule; lives in the chain's tape node between forward and backward."""
+
+    def __init__(self, chain, leaves, live):
+        from . import memory
+
+        self.chain = chain
+        self.leaves = leaves
+        self.live = live
+        self.l = len(chain.fns)
+        self.rep = chain.report
+        self.snaps = {}
+        self.tapes = []
+        self.pos = 0
+        self.state = list(leaves[:chain.n_x])
+        self.advances = 0
+        self.acct = memory.Accountant()
+        self.pc = 0
+        self.param_cts = [None] * len(leaves)
+        self.measure = self.rep.profile is None
+        if self.measure:
+            self.cost = S.StepCost([0] * (self.l + 1), [0] * self.l, [0] * self.l, [0] * self.l)
+
+    # --- accounting -------------------------------------------------------------
+    def _install(self):
+        from ._reverse import get_tape_observer, set_tape_observer
+
+        self.acct.prev = get_tape_observer()
+        set_tape_observer(self.acct)
+
+    def _uninstall(self):
+        from ._reverse import set_tape_observer
+
+        set_tape_observer(self.acct.prev)
+
+    # --- actions ----------------------------------------------------------------
+    def _exec(self, act):
+        kind = act[0]
+        if kind == "advance":
+            i, j = act[1], act[2]
+            assert self.pos == i, (act, self.pos)
+            st = self.state
+            for k in range(i, j):
+                with _pushed(self._frame(k)):
+                    st = _step(self.chain, k, st, _params(self.chain, self.leaves, k))
+            self.state, self.pos = st, j
+            self.advances += j - i
+        elif kind == "snapshot":
+            self.snaps[act[1]] = self.state
+            if act[1] != 0:
+                self.acct.hold(("snap", act[1]), [a for a in self.state if hasattr(a, "shape")])
+            self._measure_state(act[1], self.state)
+        elif kind == "restore":
+            self.state, self.pos = self.snaps[act[1]], act[1]
+        elif kind == "drop":
+            del self.snaps[act[1]]
+            self.acct.release(("snap", act[1]))
+        elif kind == "tape":
+            self._tape(act[1], act[2])
+        elif kind == "reverse":
+            self._reverse(act[1], act[2])
+
+    def _frame(self, k):
+        logs = self.logs
+        if k in logs:
+            return _Frame(logs[k].values, replay=True)
+        f = logs[k] = _Frame()
+        return f
+
+    def _measure_state(self, i, st):
+        if self.measure:
+            self.cost.state_bytes[i] = sum(self.acct_bytes(a) for a in st if hasattr(a, "shape"))
+
+    @staticmethod
+    def acct_bytes(a):
+        from .memory import nbytes_of
+
+        return nbytes_of(a)[1]
+
+    def _tape(self, i, j):
+        assert self.pos == i, (i, self.pos)
+        trace = VJPTrace()
+        chain = self.chain
+        step_inputs = []
+        with new_trace(trace):
+            st = [trace.new_input(v) if _float_leaf(v) else v for v in self.state]
+            for k in range(i, j):
+                a, b = chain.p_slices[k]
+                pb = [trace.new_input(v) if (self.live[a + m] and _float_leaf(v)) else v
+                      for m, v in enumerate(self.leaves[a:b])]
+                step_inputs.append((st, pb))
+                before = self._census(st) if self.measure else None
+                with _pushed(self._frame(k)):
+                    st = _step(chain, k, st, pb)
+                if self.measure:
+                    self._measure_step(k, before, step_inputs[-1][0], st)
+        out = [o._primal if isinstance(o, VJPTracer) and o._trace is trace else o for o in st]
+        refs = [(o._node, o._index) if isinstance(o, VJPTracer) and o._trace is trace else None for o in st]
+        self.tapes.append((i, j, step_inputs, refs))
+        self.state, self.pos = out, j
+        if self.measure and j == self.l:
+            self._measure_state(j, out)
+
+    def _census(self, vals):
+        """``(live bytes, {block key: (holders, nbytes)})`` of the given values' blocks."""
+        from .memory import nbytes_of
+
+        blocks = self.acct._blocks
+        out = {}
+        for v in vals:
+            if hasattr(v, "shape"):
+                key, nb, _ = nbytes_of(v)
+                e = blocks.get(key)
+                out[key] = (e[1] if e is not None else 0, nb)
+        return self.acct.live, out
+
+    def _measure_step(self, k, before, ins, outs):
+        live0, census = before
+        blocks = self.acct._blocks
+        kin = new = 0
+        for key, (holders, nb) in census.items():
+            e = blocks.get(key)
+            if e is not None and e[1] > holders:  # this step's tape keeps its input
+                kin += nb
+                if holders == 0:
+                    new += nb
+        kout = sum(nb for key, (h, nb) in self._census(outs)[1].items() if h > 0)
+        cost = self.cost
+        cost.input_kept[k] = kin
+        cost.output_kept[k] = kout
+        cost.tape_bytes[k] = self.acct.live - live0 - new
+
+    def _reverse(self, i, j):
+        ti, tj, step_inputs, refs = self.tapes.pop()
+        assert (ti, tj) == (i, j) and self.ct_pos == j, ((i, j), (ti, tj), self.ct_pos)
+        roots = [(r, c) for r, c in zip(refs, self.ct) if r is not None and c is not None]
+        grads = backward(roots, free=True) if roots else {}
+        for k, (st, pb) in zip(range(i, j), step_inputs):
+            a, _ = self.chain.p_slices[k]
+            for m, v in enumerate(pb):
+                if isinstance(v, VJPTracer):
+                    self.param_cts[a + m] = grads.get(v._node)
+        st0 = step_inputs[0][0]
+        self.ct = [grads.get(v._node) if isinstance(v, VJPTracer) else None for v in st0]
+        self.ct_pos = i
+
+    # --- the two sweeps -----------------------------------------------------------
+    def forward(self):
+        acts = self.rep.actions
+        self.logs = {}
+        self._install()
+        try:
+            base = [a for a in self.leaves if hasattr(a, "shape")]
+            self.acct.hold(("base",), base)
+            if self.measure:
+                self.cost.base_bytes = self.acct.live
+            while self.pc < len(acts) and acts[self.pc][0] != "reverse":
+                self._exec(acts[self.pc])
+                self.pc += 1
+        finally:
+            self._uninstall()
+        assert self.pos == self.l
+        return self.state
+
+    def backward(self, g):
+        global _last
+        acts = self.rep.actions
+        self.ct, self.ct_pos = g, self.l
+        self._install()
+        try:
+            while self.pc < len(acts):
+                self._exec(acts[self.pc])
+                self.pc += 1
+            self.acct.release(("base",))
+        finally:
+            self._uninstall()
+        rep = self.rep
+        rep.actual_advances = self.advances
+        rep.actual_peak_bytes = self.acct.peak
+        if self.measure:
+            rep.profile = self.cost
+            rep.predicted_peak_bytes = S.simulate(acts, self.cost)
+        n_x = self.chain.n_x
+        out = [c if self.live[m] else None for m, c in enumerate(self.ct)] + self.param_cts[n_x:]
+        self.snaps.clear()
+        return [c if self.live[m] else None for m, c in enumerate(out)]
+
+
+def checkpoint_sequential(fns, x, *, strategy="revolve", segments=None, snapshots=None, budget_bytes=None,
+                          profile=None):
+    """Run the chain ``fns`` on ``x`` under a checkpoint schedule.
+
+    Parameters
+    ----------
+    fns : sequence
+        ``l`` steps.  Each is ``f(x) -> x'`` or a pair ``(f, params)`` with
+        ``f(params, x) -> x'``; ``params`` (a pytree of arrays) is
+        differentiated like ``x``.  States are pytrees of arrays; a step's
+        differentiable values must come from ``x`` or its ``params``.
+    x : pytree of arrays
+        The input state ``x_0``.
+    strategy : {"none", "uniform", "revolve"}
+        "none" keeps every step's tape; "uniform" keeps ``segments`` segment
+        inputs (default ``round(sqrt(l))``) and re-records one segment at a
+        time; "revolve" is binomial checkpointing with ``snapshots`` kept
+        states including ``x`` (default ``ceil(log2 l)``), with the minimal
+        number of advances.
+    segments, snapshots : int, optional
+    budget_bytes : int, optional
+        Recorded in the report.
+    profile : StepCost, optional
+        A cost model (``report.profile`` of an earlier run) for the
+        predicted peak; measured during the run when absent.
+
+    Returns
+    -------
+    pytree
+        ``x_l``, differentiable (its :class:`ScheduleReport`, completed by
+        the backward pass, is :func:`last_report`); gradients are bitwise equal across
+        strategies (NOTE [bitwise equal schedules]).  The tape node keeps
+        ``x``, the parameters and the snapshots (recorded as checkpoint
+        snapshot bytes in ``gpuad.memory``).
+    """
+    global _last
+    try:
+        fns = list(fns)
+    except TypeError:
+        raise TypeError(f"checkpoint_sequential: fns must be a sequence of steps, got {type(fns).__name__}") from None
+    if not fns:
+        raise ValueError("checkpoint_sequential: fns is empty; give at least one step")
+    chain = _Chain()
+    chain.fns, chain.has_params, chain.p_tds, chain.p_slices = [], [], [], []
+    x_leaves, chain.x_td = tree_flatten(x)
+    chain.n_x = len(x_leaves)
+    chain.state_tds = [chain.x_td]
+    leaves = list(x_leaves)
+    for k, f in enumerate(fns):
+        if isinstance(f, tuple) and len(f) == 2 and callable(f[0]):
+            f, p = f
+            pl, ptd = tree_flatten(p)
+            chain.has_params.append(True)
+        elif callable(f):
+            pl, ptd = [], None
+            chain.has_params.append(False)
+        else:
+            raise TypeError(f"checkpoint_sequential: step {k} must be a callable or a pair (f, params), "
+                            f"got {type(f).__name__}")
+        chain.fns.append(f)
+        chain.p_tds.append(ptd)
+        chain.p_slices.append((len(leaves), len(leaves) + len(pl)))
+        leaves.extend(pl)
+    rep = plan_checkpoints(len(fns), strategy=strategy, segments=segments, snapshots=snapshots,
+                           budget_bytes=budget_bytes, profile=profile)
+    chain.report = rep
+    _last = rep
+    outs = bind(_SEQ.prim, tuple(leaves), {"chain": chain})
+    return tree_unflatten(chain.state_tds[-1], list(outs))
+

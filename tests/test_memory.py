@@ -1,0 +1,112 @@
+"""gpuad.memory: exact byte counts of what the tape keeps."""
+
+import gc
+
+import numpy as np
+import pytest
+
+import gpuad
+from gpuad import xp
+from gpuad.memory import nbytes_of, track
+
+N = 10  # float64: 80 bytes per array
+
+
+def test_exp_keeps_its_output_only(backend):
+    x = backend.asarray(np.linspace(0.0, 1.0, N))
+    with track() as rep:
+        gpuad.grad(lambda x: xp.sum(xp.exp(x)))(x)
+    assert rep.peak_bytes == 8 * N
+    assert rep.forward_peak_bytes == 8 * N and rep.backward_peak_bytes == 8 * N
+    assert rep.live_bytes == 0  # freed after backward
+    assert rep.nodes_saved == rep.nodes_freed == 2
+    assert "peak" in str(rep)
+
+
+def test_each_kept_array_counts(backend):
+    # sin keeps x, tanh keeps its output, multiply keeps both factors:
+    # x, sin(x), tanh(x) -- the tanh output is counted once.
+    x = backend.asarray(np.linspace(0.0, 1.0, N))
+    with track() as rep:
+        gpuad.grad(lambda x: xp.sum(xp.sin(x) * xp.tanh(x)))(x)
+    assert rep.peak_bytes == 3 * 8 * N
+    assert rep.live_bytes == 0
+
+
+def test_views_of_one_buffer_count_once(backend):
+    def f(x):
+        y = xp.exp(x)                       # keeps y
+        a, b = y[0:5], y[5:]                # views of y
+        return xp.sum(xp.sin(a)) + xp.sum(xp.sin(b))   # sin keeps its (view) input
+
+    x = backend.asarray(np.linspace(0.0, 1.0, N))
+    with track() as rep:
+        gpuad.grad(f)(x)
+    assert rep.peak_bytes == 8 * N
+
+
+def test_nbytes_of_resolves_views():
+    x = np.arange(12.0)
+    k1, n1, _ = nbytes_of(x)
+    k2, n2, _ = nbytes_of(x[3:7])
+    assert k1 == k2 and n1 == n2 == 96
+
+
+def test_unpulled_vjp_tape_released_when_collected():
+    x = np.linspace(0.0, 1.0, N)
+    with track() as rep:
+        out, f_vjp = gpuad.vjp(lambda x: xp.exp(x), x)
+        assert gpuad.memory.live_bytes() == 8 * N
+        del out, f_vjp
+        gc.collect()
+        assert gpuad.memory.live_bytes() == 0
+    assert rep.peak_bytes == 8 * N
+
+
+def test_nested_track_and_chaining():
+    x = np.linspace(0.0, 1.0, N)
+    with track() as outer:
+        with track() as inner:
+            gpuad.grad(lambda x: xp.sum(xp.exp(x)))(x)
+        gpuad.grad(lambda x: xp.sum(xp.sin(x) * xp.tanh(x)))(x)
+    assert inner.peak_bytes == 8 * N
+    assert outer.peak_bytes == 3 * 8 * N
+    assert gpuad._reverse.get_tape_observer() is None
+
+
+def test_checkpoint_inputs_are_snapshot_bytes():
+    x = np.linspace(0.0, 1.0, N)
+    seg = gpuad.checkpoint(lambda x: xp.tanh(xp.exp(x)))
+    with track() as rep:
+        gpuad.grad(lambda x: xp.sum(seg(x)))(x)
+    assert rep.snapshot_peak_bytes == 8 * N
+    assert rep.live_bytes == 0
+
+
+def test_enable_disable_and_report():
+    acc = gpuad.memory.enable()
+    try:
+        assert gpuad.memory.enable() is acc
+        gpuad.grad(lambda x: xp.sum(xp.exp(x)))(np.ones(N))
+        r = gpuad.memory.report()
+        assert r.peak_bytes == 8 * N and r.pool == {}
+    finally:
+        gpuad.memory.disable()
+    assert gpuad.memory.live_bytes() == 0
+    assert gpuad._reverse.get_tape_observer() is None
+
+
+@pytest.mark.gpu
+def test_cupy_pool_stats():
+    from gpuad.backends import cupy as cb
+
+    ok, why = cb.probe()
+    if not ok:
+        pytest.skip(why)
+    import cupy
+
+    x = cupy.linspace(0.0, 1.0, N)
+    with track() as rep:
+        gpuad.grad(lambda x: xp.sum(xp.exp(x)))(x)
+    assert rep.peak_bytes == 8 * N
+    assert rep.pool["pool_total_bytes"] >= rep.pool["pool_used_bytes"] > 0
