@@ -23,12 +23,15 @@ if [ "${GPUAD_CI_NO_VENV:-0}" != 1 ]; then
     . "$VENV/bin/activate"
 fi
 
-step "install gpuad[test]"
+step "install gpuad[test,train]"
 python -m pip install -q --upgrade pip "setuptools>=70.1" wheel
-python -m pip install -q -e '.[test]'
+python -m pip install -q -e '.[test,train]'
 
 step "gpuad info"
 gpuad info
+
+step "main job: gpuad train (short run)"
+gpuad train --epochs 2 --no-progress --out "${TMPDIR:-/tmp}/gpuad-ci-train"
 
 step "tests: python -m pytest -q"
 python -m pytest -q

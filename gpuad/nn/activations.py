@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 
-from . import ops
-from ._registry import defop, defunary
-from .ops import tanh
+from .. import ops
+from .._registry import defop, defunary
+from ..ops import tanh
 
 __all__ = [
     "relu", "sigmoid", "softplus", "silu", "gelu", "tanh", "softmax", "log_softmax", "logsumexp",
@@ -371,7 +371,7 @@ def _logsumexp_fallback(x, /, *, axis=None, keepdims=False):
     The shift is a constant to every transform (``stop_gradient``): the value
     of ``log(sum(exp(x - m))) + m`` does not depend on ``m``.
     """
-    from .transforms import stop_gradient
+    from ..transforms import stop_gradient
 
     axes = _axes(x, axis, "logsumexp")
     if any(x.shape[a] == 0 for a in axes):

@@ -1,0 +1,152 @@
+"""Save pytrees of arrays (parameters, optimiser state) to ``.npz`` and load them back.
+
+``save(path, tree)`` copies every array to the host through its backend's
+``to_numpy`` (array-api-strict devices: ``to_device(CPU)``; CuPy: ``.get()``)
+and writes one ``.npz`` entry per array, named by its path in the tree
+(``"params/conv1/w"``), so the file opens with plain ``numpy.load`` too.
+The tree's structure goes in the entry ``__metadata__`` as JSON.
+
+``load(path, like=..., backend=..., device=...)`` rebuilds the tree on any
+backend and device, whichever one saved it::
+
+    gpuad.serialization.save("run.npz", {"params": params, "opt": opt_state})
+    tree = gpuad.serialization.load("run.npz", backend="cupy")
+
+Supported nodes: dicts with string keys, lists, tuples (namedtuples come
+back as plain tuples), ``None``; leaves are arrays or Python ``bool``,
+``int``, ``float``, ``str``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ._backend import BACKENDS, backend_module, get_backend, namespace_of
+
+__all__ = ["save", "load", "FORMAT"]
+
+#: Written into every file; :func:`load` refuses other formats.
+FORMAT = "gpuad-pytree-1"
+
+
+def _backend_of(x, fname):
+    from ._core import full_unbox
+
+    x = full_unbox(x)
+    ns = namespace_of((x,), fname)
+    for name in BACKENDS:
+        mod = backend_module(name)
+        if mod.owns(ns):
+            return mod, x
+    raise TypeError(f"{fname}: no gpuad backend owns arrays of type {type(x).__name__}")
+
+
+def _encode(tree, path, arrays, fname):
+    if isinstance(tree, dict):
+        out = {}
+        for k in sorted(tree):
+            if not isinstance(k, str) or "/" in k:
+                raise TypeError(f"{fname}: dict keys must be strings without '/', got {k!r} at {path or '/'}")
+            out[k] = _encode(tree[k], f"{path}/{k}" if path else k, arrays, fname)
+        return {"dict": out}
+    if isinstance(tree, (list, tuple)):
+        kind = "list" if isinstance(tree, list) else "tuple"
+        return {kind: [_encode(v, f"{path}/{i}" if path else str(i), arrays, fname) for i, v in enumerate(tree)]}
+    if tree is None:
+        return {"none": None}
+    if isinstance(tree, (bool, int, float, str)):
+        return {"value": tree}
+    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
+        mod, x = _backend_of(tree, fname)
+        name = path or "leaf"
+        arrays[name] = mod.to_numpy(x)
+        return {"array": name}
+    raise TypeError(f"{fname}: cannot save a {type(tree).__name__} at {path or '/'}")
+
+
+def save(path, tree):
+    """Write a pytree of arrays to ``path`` (an ``.npz`` file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Written atomically (temporary file, then rename).
+    tree : pytree
+        Dicts (string keys), lists, tuples and ``None``; leaves are arrays
+        of any backend and device, or Python scalars and strings.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    TypeError
+        For a leaf or key that cannot be stored; the message gives its path.
+    """
+    arrays = {}
+    spec = _encode(tree, "", arrays, "save")
+    meta = json.dumps({"format": FORMAT, "tree": spec})
+    backend_module("numpy").save_npz(os.fspath(path), arrays, meta)
+    return os.fspath(path)
+
+
+def _target(like, backend, device, fname):
+    if like is not None:
+        mod, x = _backend_of(like, fname)
+        return mod, x.device
+    name = backend if backend is not None else get_backend().name
+    if name not in BACKENDS:
+        raise ValueError(f"{fname}: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return backend_module(name), device
+
+
+def _decode(spec, arrays, mod, device, path):
+    (kind, val), = spec.items()
+    if kind == "dict":
+        return {k: _decode(v, arrays, mod, device, path) for k, v in val.items()}
+    if kind == "list":
+        return [_decode(v, arrays, mod, device, path) for v in val]
+    if kind == "tuple":
+        return tuple(_decode(v, arrays, mod, device, path) for v in val)
+    if kind == "none":
+        return None
+    if kind == "value":
+        return val
+    if kind == "array":
+        if val not in arrays:
+            raise ValueError(f"load: {path} has no array {val!r}")
+        return mod.from_numpy(arrays[val], device)
+    raise ValueError(f"load: {path}: unknown node kind {kind!r}")
+
+
+def load(path, *, like=None, backend=None, device=None):
+    """Read a pytree written by :func:`save` onto a backend and device.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    like : array, optional
+        Put the arrays on this array's backend and device.
+    backend : {"numpy", "cupy", "array_api_strict"}, optional
+        Used when ``like`` is not given (default: the default backend).
+    device : device, optional
+        A device of that backend (e.g. ``array_api_strict.Device("device1")``).
+
+    Returns
+    -------
+    pytree
+        The saved structure, arrays with their saved shapes and dtypes.
+    """
+    mod, dev = _target(like, backend, device, "load")
+    arrays, meta = backend_module("numpy").load_npz(os.fspath(path))
+    try:
+        doc = json.loads(meta) if meta is not None else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"load: {os.fspath(path)} was not written by gpuad.serialization.save "
+                         f"(no {FORMAT!r} metadata)")
+    return _decode(doc["tree"], arrays, mod, dev, os.fspath(path))
