@@ -75,7 +75,7 @@ class Node:
         Creation order; backward visits nodes in decreasing ``seq``.
     """
 
-    __slots__ = ("prim", "parents", "args", "ans", "params", "out_specs", "nout", "seq")
+    __slots__ = ("prim", "parents", "args", "ans", "params", "out_specs", "nout", "seq", "__weakref__")
 
     def __init__(self, prim, parents, args, ans, params, out_specs=None):
         self.prim = prim
@@ -212,8 +212,10 @@ def backward(roots, free):
     leaves = {}
     for node in order:
         cts = pending.pop(node, None)
-        if cts is None:
-            continue  # symbolic zero: nothing flows through this node
+        if cts is None:  # symbolic zero: nothing flows through this node
+            if free:
+                _release(node)
+            continue
         if owned:
             for c in cts:  # handed to the rules now: no longer ours to overwrite
                 owned.pop(id(c), None)
@@ -245,12 +247,17 @@ def backward(roots, free):
                 ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
             _accumulate(pending, owned, parent[0], parent[1], ct)
         if free:
-            if _observer is not None:
-                _observer.freed(node)
-            node.args = None
-            node.ans = None
-            node.parents = ()
+            _release(node)
     return leaves
+
+
+def _release(node):
+    """Drop a consumed node's residuals (``backward(free=True)``)."""
+    if _observer is not None:
+        _observer.freed(node)
+    node.args = None
+    node.ans = None
+    node.parents = ()
 
 
 def _seq_of(node):
