@@ -65,7 +65,8 @@ def register_overrides(ns):
 
     def index_add(xp, base, values, *, key):
         out = numpy.array(base, copy=True)
-        if any(isinstance(k, numpy.ndarray) and k.dtype.kind in "iu" for k in key):
+        parts = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, numpy.ndarray) and k.dtype.kind in "iu" for k in parts):
             # np.add.at accumulates repeated indices, which plain setitem would not.
             numpy.add.at(out, key, values)
         else:
