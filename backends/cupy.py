@@ -158,11 +158,36 @@ def memory_stats():
     return stats
 
 
+def buffer_of(x):
+    """``(key, nbytes, owner)`` of the device allocation array ``x`` lives in.
+
+    Views are followed through ``.base`` to the owning ``cupy.ndarray``;
+    see ``gpuad.backends.numpy.buffer_of``.
+    """
+    owner = x
+    while getattr(owner, "base", None) is not None:
+        owner = owner.base
+    return id(owner), int(owner.nbytes), owner
+
+
 def register_overrides(ns):
+    """Install CuPy's kernels for ``ns`` (``array_api_compat.cupy``).
+
+    ``index_add`` uses ``cupyx.scatter_add``; every kernel of
+    :mod:`gpuad.backends.cupy_kernels` whose primitive exists in
+    ``gpuad.PRIMITIVES`` replaces that primitive's implementation (kernels
+    for primitives not declared yet are skipped).  The ``ElementwiseKernel``
+    objects are built on first use and cached; CuPy compiles one binary per
+    dtype combination and caches that too.
+    """
+    import importlib
+
     import cupy
     import cupyx
 
-    from gpuad._registry import override
+    from gpuad._registry import PRIMITIVES, override
+
+    from . import cupy_kernels
 
     def index_add(xp, base, values, *, key):
         # scatter_add accumulates repeated indices, which plain setitem would not.
@@ -171,3 +196,101 @@ def register_overrides(ns):
         return out
 
     override("index_add", ns, index_add)
+    for k in cupy_kernels.KERNELS:
+        try:  # gpuad.nn and gpuad.optim are lazily imported: declare their primitives now
+            importlib.import_module(k.declared_in)
+        except ImportError:
+            continue
+        prim = PRIMITIVES.get(k.primitive)
+        if prim is not None:
+            override(k.primitive, ns, _kernel_impl(k, prim.impl_default))
+
+
+#: Kernel name -> built ``cupy.ElementwiseKernel`` (see :func:`_elementwise`).
+_built = {}
+_FLOAT_DTYPES = ("float32", "float64")
+
+
+def _elementwise(k):
+    """The ``cupy.ElementwiseKernel`` of kernel ``k``, built once."""
+    kern = _built.get(k.name)
+    if kern is None:
+        import cupy
+
+        kern = cupy.ElementwiseKernel(k.in_params, k.out_params, k.operation, k.name,
+                                      preamble=k.preamble)
+        _built[k.name] = kern
+    return kern
+
+
+def _placeholders(in_params):
+    """``{placeholder: positions}`` of the type placeholders in ``in_params``.
+
+    As in CuPy's parser, a one-letter type is a placeholder and a longer one a
+    dtype name: ``"T g, raw T x, float32 s"`` gives ``{"T": [0, 1]}``.
+    """
+    groups = {}
+    for i, p in enumerate(in_params.split(",")):
+        t = p.split()[-2]
+        if len(t) == 1:
+            groups.setdefault(t, []).append(i)
+    return groups
+
+
+def _kernel_impl(k, generic):
+    """``impl(xp, *args, **params)`` running kernel ``k``; ``generic`` where it cannot.
+
+    Each type placeholder (``T``, Adam's ``S``) takes the dtype of its CuPy
+    array arguments, which must agree and be float32 or float64.  Python and
+    NumPy scalars for a placeholder parameter (the ``k.scalars``, or a scalar
+    given where an array is usual) become NumPy scalars of that dtype and are
+    passed by value; arrays are broadcast by CuPy.  Nothing is copied to or
+    from the host.  Any other case (another dtype, a dtype mix, a placeholder
+    with no CuPy array) runs ``generic``, the primitive's default
+    implementation, so the override never changes what is computable.
+    """
+    import numpy
+
+    groups = tuple(_placeholders(k.in_params).values())
+
+    def impl(xp, *args, **params):
+        import cupy
+
+        kargs = list(k.pack(xp, *args, **params) if k.pack is not None else args)
+        for pos in groups:
+            dtype = None
+            for i in pos:
+                a = kargs[i]
+                if isinstance(a, cupy.ndarray):
+                    if dtype is None:
+                        dtype = a.dtype
+                    elif a.dtype != dtype:
+                        return generic(xp, *args, **params)
+                elif isinstance(a, bool) or not isinstance(a, (int, float, numpy.integer, numpy.floating)):
+                    return generic(xp, *args, **params)
+            if dtype is None or dtype.name not in _FLOAT_DTYPES:
+                return generic(xp, *args, **params)
+            for i in pos:
+                if not isinstance(kargs[i], cupy.ndarray):
+                    kargs[i] = dtype.type(kargs[i])
+        return _elementwise(k)(*kargs)
+
+    impl.__name__ = f"{k.name}_impl"
+    impl.__doc__ = f"CUDA kernel {k.name} for primitive {k.primitive!r} (else the generic impl)."
+    return impl
+
+
+# --- host transfer (gpuad.serialization) ---------------------------------------
+def to_numpy(x):
+    """A NumPy copy of the CuPy array ``x`` (``x.get()``)."""
+    return x.get()
+
+
+def from_numpy(a, device=None):
+    """``a`` (a NumPy array) copied to the GPU (``device``: a ``cupy.cuda.Device``)."""
+    import cupy
+
+    if device is None:
+        return cupy.asarray(a)
+    with device:
+        return cupy.asarray(a)
