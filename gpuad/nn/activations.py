@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 
 from .. import ops
-from .._registry import defop, defunary
+from .._registry import deffused, defop, defunary
 from ..ops import tanh
 
 __all__ = [
@@ -50,9 +50,15 @@ def _relu_impl(xp, x):
     return xp.where(x <= 0, xp.zeros_like(x), x)
 
 
+# ans > 0 exactly where x > 0, so the tape keeps only the output.
+_relu_grad_p = deffused(
+    "nn_relu_grad", lambda xp, g, ans: xp.where(ans > 0, g, xp.zeros_like(g)),
+    lambda g, ans: ops.where(ops.greater(ans, 0), g, 0.0),
+    doc="g where the relu output is positive, else 0 (fused: one kernel on CuPy).")
+
+
 def _relu_rule(g, ans, x):
-    # ans > 0 exactly where x > 0, so the tape keeps only the output.
-    return ops.where(ops.greater(ans, 0), g, 0.0)
+    return _relu_grad_p(g, ans)
 
 
 _relu_p = defop("nn_relu", _relu_impl, vjp=(_relu_rule,), jvp=(_relu_rule,), keep_args=(), keep_ans=True)
@@ -88,6 +94,7 @@ def _sigmoid_impl(xp, x):
 
 _sigmoid_p = defunary(
     "nn_sigmoid", _sigmoid_impl, lambda ans, x: ops.multiply(ans, 1.0 - ans), uses="ans",
+    fused=lambda xp, g, ans: g * (ans * (1.0 - ans)),
     doc="Logistic sigmoid; derivative s * (1 - s) from the output.")
 
 
@@ -119,6 +126,7 @@ def _softplus_impl(xp, x):
 
 
 _softplus_p = defunary("nn_softplus", _softplus_impl, lambda ans, x: sigmoid(x), uses="x",
+                       fused=lambda xp, g, x: g * _sigmoid_impl(xp, x),
                        doc="softplus(x) = log(1 + exp(x)); derivative sigmoid(x).")
 
 
@@ -304,10 +312,15 @@ def _log_softmax_impl(xp, x, *, axis):
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
+_log_softmax_grad_p = deffused(
+    "nn_log_softmax_grad",
+    lambda xp, g, ans, *, axis: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True),
+    lambda g, ans, *, axis: ops.subtract(g, ops.multiply(ops.exp(ans), ops.sum(g, axis=axis, keepdims=True))),
+    doc="VJP of log_softmax, g - softmax * sum(g), from the output.")
+
 _log_softmax_p = defop(
     "nn_log_softmax", _log_softmax_impl,
-    vjp=(lambda g, ans, x, *, axis:
-         ops.subtract(g, ops.multiply(ops.exp(ans), ops.sum(g, axis=axis, keepdims=True))),),
+    vjp=(lambda g, ans, x, *, axis: _log_softmax_grad_p(g, ans, axis=axis),),
     jvp=(lambda t, ans, x, *, axis:
          ops.subtract(t, ops.sum(ops.multiply(ops.exp(ans), t), axis=axis, keepdims=True)),),
     keep_args=(), keep_ans=True)
