@@ -46,14 +46,15 @@ __all__ = [
 
 # --- relu -----------------------------------------------------------------------
 def _relu_impl(xp, x):
-    # NaN stays NaN (NaN <= 0 is false); -0.0 becomes +0.0.
-    return xp.where(x <= 0, xp.zeros_like(x), x)
+    # maximum propagates NaN.  (NumPy's where with an unpredictable mask is
+    # ~20x slower than maximum or a multiply by the mask: see bench/RESULTS.md.)
+    return xp.maximum(x, xp.zeros_like(x))
 
 
 # ans > 0 exactly where x > 0, so the tape keeps only the output.
 _relu_grad_p = deffused(
-    "nn_relu_grad", lambda xp, g, ans: xp.where(ans > 0, g, xp.zeros_like(g)),
-    lambda g, ans: ops.where(ops.greater(ans, 0), g, 0.0),
+    "nn_relu_grad", lambda xp, g, ans: g * xp.astype(ans > 0, g.dtype),
+    lambda g, ans: ops.multiply(g, ops.astype(ops.greater(ans, 0), g.dtype)),
     doc="g where the relu output is positive, else 0 (fused: one kernel on CuPy).")
 
 
