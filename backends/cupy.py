@@ -294,3 +294,47 @@ def from_numpy(a, device=None):
         return cupy.asarray(a)
     with device:
         return cupy.asarray(a)
+
+
+# --- collectives (gpuad.distributed) -------------------------------------------
+def device_count():
+    """Number of CUDA devices CuPy sees (0 when CuPy is not usable)."""
+    ok, _ = probe()
+    if not ok:
+        return 0
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def use_device(index):
+    """Make CUDA device ``index`` current for this process (one GPU per rank)."""
+    import cupy
+
+    cupy.cuda.Device(int(index)).use()
+
+
+def comm_buffer(x):
+    """``x`` ready for a CUDA-aware MPI call, which reads ``__cuda_array_interface__``.
+
+    MPI knows nothing of CUDA streams: the current stream is synchronised
+    first so the kernels that filled ``x`` have finished.  The data stays on
+    the device; nothing is copied to the host.
+    """
+    import cupy
+
+    if not (isinstance(x, cupy.ndarray) and x.flags.c_contiguous):
+        raise ValueError("comm_buffer: expected a C-contiguous CuPy array")
+    cupy.cuda.get_current_stream().synchronize()
+    return x
+
+
+def scale_into(buf, start, src, scale):
+    """``buf[start:start + n] = src * scale`` in one kernel, on the device."""
+    import cupy
+
+    dst = buf[start:start + src.shape[0]]
+    if scale == 1:
+        cupy.copyto(dst, src)
+    else:
+        cupy.multiply(src, scale, out=dst)

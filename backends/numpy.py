@@ -127,3 +127,40 @@ def load_npz(path):
         arrays = {k: z[k] for k in z.files}
     meta = arrays.pop("__metadata__", None)
     return arrays, (str(meta[()]) if meta is not None else None)
+
+
+# --- collectives (gpuad.distributed) ------------------------------------------
+#: A NumPy view keeps its base array referenced (``.base`` is the array that
+#: owns the memory), so while any view of a bucket lives, the bucket's
+#: reference count stays raised: gpuad.distributed reuses a bucket for the
+#: next collective only once it is back to its baseline (warm memory, no page
+#: faults).
+REUSABLE_BUCKETS = True
+
+
+def comm_buffer(x):
+    """``x`` as a buffer MPI reads and writes in place: the C-contiguous ndarray itself.
+
+    gpuad's collectives pass only the flat buckets they allocate, so no copy
+    is ever needed; mpi4py takes them through the buffer protocol (no pickle).
+    """
+    import numpy
+
+    if not (isinstance(x, numpy.ndarray) and x.flags.c_contiguous and x.flags.writeable):
+        raise ValueError("comm_buffer: expected a writeable C-contiguous NumPy array")
+    return x
+
+
+def scale_into(buf, start, src, scale):
+    """``buf[start:start + n] = src * scale`` in one pass (``src`` 1-D of size ``n``).
+
+    ``scale == 1`` is a plain copy; otherwise ``numpy.multiply`` writes the
+    product straight into the bucket, so packing and averaging share a pass.
+    """
+    import numpy
+
+    dst = buf[start:start + src.shape[0]]
+    if scale == 1:
+        numpy.copyto(dst, src)
+    else:
+        numpy.multiply(src, scale, out=dst)

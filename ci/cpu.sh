@@ -23,9 +23,9 @@ if [ "${GPUAD_CI_NO_VENV:-0}" != 1 ]; then
     . "$VENV/bin/activate"
 fi
 
-step "install gpuad[test,train]"
+step "install gpuad[test,train,distributed]"
 python -m pip install -q --upgrade pip "setuptools>=70.1" wheel
-python -m pip install -q -e '.[test,train]'
+python -m pip install -q -e '.[test,train,distributed]'
 
 step "gpuad info"
 gpuad info

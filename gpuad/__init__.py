@@ -51,6 +51,7 @@ _LAZY = {
     "random": ("gpuad.random", None),
     "optim": ("gpuad.optim", None),
     "memory": ("gpuad.memory", None),
+    "distributed": ("gpuad.distributed", None),
     "custom_vjp": ("gpuad.custom", "custom_vjp"),
     "custom_jvp": ("gpuad.custom", "custom_jvp"),
     "checkpoint": ("gpuad.checkpointing", "checkpoint"),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "binomial_advances", "revolve_actions", "uniform_actions", "none_actions", "count",
-    "StepCost", "simulate",
+    "StepCost", "simulate", "bisection_actions", "advance_cost", "min_feasible_peak", "own_bytes",
 ]
 
 
@@ -108,6 +108,42 @@ def revolve_actions(l, s):
     return out
 
 
+def bisection_actions(l, s):
+    """Recursive bisection with ``s`` snapshots (including the input).
+
+    Halves the chain, keeps the midpoint, reverses the right half with one
+    snapshot less, then the left half; with one snapshot left it re-advances
+    from the start for every step.  ``(l/2) log2 l`` advances for
+    ``l = 2**k`` and ``s >= k`` (the comparison point for revolve).
+    """
+    if l < 1 or s < 1:
+        raise ValueError(f"bisection: need l >= 1 and s >= 1, got l={l}, s={s}")
+    out = [("snapshot", 0)]
+    stack = [("rev", 0, l, s)]
+    while stack:
+        task = stack.pop()
+        if task[0] != "rev":
+            out.append(task)
+            continue
+        _, start, end, ss = task
+        n = end - start
+        if n == 1:
+            out += [("tape", start, end), ("reverse", start, end)]
+            continue
+        if ss == 1:
+            for i in range(end - 1, start - 1, -1):
+                if i < end - 1:
+                    out.append(("restore", start))
+                if i > start:
+                    out.append(("advance", start, i))
+                out += [("tape", i, i + 1), ("reverse", i, i + 1)]
+            continue
+        m = start + n // 2
+        out += [("advance", start, m), ("snapshot", m)]
+        stack += [("rev", start, m, ss), ("restore", start), ("drop", m), ("rev", m, end, ss - 1)]
+    return out
+
+
 def uniform_actions(l, k):
     """Chen et al.'s sqrt(l) scheme: ``k`` segments of (nearly) equal length.
 
@@ -182,41 +218,100 @@ class StepCost:
 def simulate(actions, cost):
     """Predicted peak bytes of a schedule under the cost model ``cost``.
 
-    Counts the base bytes, kept snapshots (``x_0`` is part of the base) and
-    kept tapes; a block shared between a snapshot and a tape counts once
-    (NOTE [buffers counted once] in ``gpuad.memory``).
+    Counts the base bytes (the input ``x_0`` and the parameters), kept
+    snapshots and kept tapes, per memory block (NOTE [block model]).
     """
-    b, a, kin, kout = cost.state_bytes, cost.tape_bytes, cost.input_kept, cost.output_kept
-    snaps = set()
-    tapes = []  # (i, j, bytes)
-    live = cost.base_bytes
-    peak = live
+    return _Memory(cost).run(actions)
 
-    def held_by_tape_output(p):
-        return bool(tapes) and tapes[-1][1] == p and kout[p - 1] > 0
 
-    for act in actions:
-        kind = act[0]
-        if kind == "snapshot":
-            i = act[1]
-            if i != 0 and i not in snaps:
-                snaps.add(i)
-                if not held_by_tape_output(i):
-                    live += b[i]
-        elif kind == "drop":
-            if act[1] in snaps:
-                snaps.discard(act[1])
-                live -= b[act[1]]
-        elif kind == "tape":
-            i, j = act[1], act[2]
-            nb = sum(a[i:j])
-            for k in range(i + 1, j):
-                nb += max(kin[k] - kout[k - 1], 0)
-            if not (i == 0 or i in snaps or held_by_tape_output(i)):
-                nb += kin[i]
-            tapes.append((i, j, nb))
-            live += nb
-        elif kind == "reverse":
-            live -= tapes.pop()[2]
-        peak = max(peak, live)
-    return peak
+# NOTE [block model]: the accountant counts a block once however many
+# holders it has (NOTE [buffers counted once] in ``gpuad.memory``).  The
+# model mirrors that per state: ``x_i`` counts the largest part of it that
+# any live holder keeps -- a snapshot (all of ``x_i``; ``x_0`` is part of the
+# base), the tape of step ``i-1`` (``output_kept``) or the tape of step ``i``
+# (``input_kept``) -- and each taped step adds its own intermediates
+# (``tape_bytes - output_kept``).  Holders keep nested parts of a state (the
+# whole of it, or the arrays a rule keeps), so the largest part is the
+# union.  ``gpuad._optimal`` plans with the same model.
+
+
+class _Memory:
+    """Live bytes of a schedule's holders (NOTE [block model])."""
+
+    def __init__(self, cost):
+        self.c = cost
+        n = len(cost.tape_bytes)
+        self.snap = [False] * (n + 1)
+        self.snap[0] = True
+        self.taped = [False] * n
+        self.live = cost.base_bytes
+        self.tapes = []
+
+    def held(self, i):
+        c = self.c
+        h = c.state_bytes[i] if self.snap[i] else 0
+        if i > 0 and self.taped[i - 1]:
+            h = max(h, c.output_kept[i - 1])
+        if i < len(self.taped) and self.taped[i]:
+            h = max(h, c.input_kept[i])
+        return h
+
+    def _set(self, arr, i, k, value):
+        before = self.held(i)
+        arr[k] = value
+        self.live += self.held(i) - before
+
+    def run(self, actions):
+        c = self.c
+        peak = self.live
+        for act in actions:
+            kind = act[0]
+            if kind == "snapshot" and act[1] != 0:
+                self._set(self.snap, act[1], act[1], True)
+            elif kind == "drop" and act[1] != 0:
+                self._set(self.snap, act[1], act[1], False)
+            elif kind == "tape":
+                i, j = act[1], act[2]
+                for k in range(i, j):
+                    before = self.held(k) + self.held(k + 1)
+                    self.taped[k] = True
+                    self.live += self.held(k) + self.held(k + 1) - before + own_bytes(c, k)
+                self.tapes.append((i, j))
+            elif kind == "reverse":
+                i, j = self.tapes.pop()
+                for k in range(j - 1, i - 1, -1):
+                    before = self.held(k) + self.held(k + 1)
+                    self.taped[k] = False
+                    self.live += self.held(k) + self.held(k + 1) - before - own_bytes(c, k)
+            if self.live > peak:
+                peak = self.live
+        return peak
+
+
+def own_bytes(cost, k):
+    """Bytes the tape of step ``k`` keeps besides its input and output states."""
+    return max(cost.tape_bytes[k] - cost.output_kept[k], 0)
+
+
+def advance_cost(actions, seconds):
+    """Seconds spent advancing (running steps without a tape) under ``actions``."""
+    t = 0.0
+    for a in actions:
+        if a[0] == "advance":
+            t += sum(seconds[a[1]:a[2]])
+    return t
+
+
+def min_feasible_peak(cost):
+    """The smallest peak any schedule can have: one step's tape beside the base.
+
+    Every step must be recorded once; while step ``k``'s tape is the only
+    thing held (revolve with one snapshot) the peak is the base plus that
+    tape, and no schedule does better.
+    """
+    out = cost.base_bytes
+    for k in range(len(cost.tape_bytes)):
+        cur = cost.state_bytes[0] if k == 0 else 0
+        extra = max(cost.input_kept[k] - cur, 0) + own_bytes(cost, k) + cost.output_kept[k]
+        out = max(out, cost.base_bytes + extra)
+    return out

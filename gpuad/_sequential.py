@@ -15,9 +15,9 @@ tape of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 from . import _schedules as S
+from ._plan import STRATEGIES, ScheduleReport, plan_checkpoints  # noqa: F401  (re-exported)
 from ._core import bind, new_trace
 from ._dtypes import is_floating
 from ._forward import JVPTracer
@@ -28,50 +28,6 @@ from .checkpointing import _Frame, _leaked, _pushed
 
 __all__ = ["checkpoint_sequential", "plan_checkpoints", "ScheduleReport", "last_report"]
 
-STRATEGIES = ("none", "uniform", "revolve")
-
-
-@dataclass
-class ScheduleReport:
-    """What a schedule predicted and what its run measured.
-
-    Attributes
-    ----------
-    strategy : str
-    steps : int
-        Length ``l`` of the chain.
-    snapshots, segments : int or None
-        Revolve's snapshots (including the input) / uniform's segments.
-    predicted_advances, actual_advances : int
-        Step calls that record nothing (``actual`` is ``None`` until run).
-    minimal_advances : int or None
-        For revolve, the proven minimum ``t(l, s)``.
-    recorded_steps : int
-        Step calls that record a tape (``l`` for every strategy).
-    predicted_peak_bytes, actual_peak_bytes : int or None
-        Peak of input, parameters, snapshots and step tapes, from the cost
-        model (needs a profile: measured during the run if none was given)
-        and as measured by ``gpuad.memory`` over the forward and backward.
-    budget_bytes : int or None
-    profile : StepCost or None
-        The per-step cost model; pass it to ``plan_checkpoints``.
-    """
-
-    strategy: str
-    steps: int
-    snapshots: int | None = None
-    segments: int | None = None
-    predicted_advances: int = 0
-    actual_advances: int | None = None
-    minimal_advances: int | None = None
-    recorded_steps: int = 0
-    predicted_peak_bytes: int | None = None
-    actual_peak_bytes: int | None = None
-    budget_bytes: int | None = None
-    profile: S.StepCost | None = field(default=None, repr=False)
-    actions: list = field(default_factory=list, repr=False)
-
-
 _last = None
 
 
@@ -80,72 +36,14 @@ def last_report():
     return _last
 
 
-def _isqrt_segments(l):
-    k = max(1, int(round(l ** 0.5)))
-    return min(k, l)
-
-
-def plan_checkpoints(steps, *, strategy="revolve", segments=None, snapshots=None, budget_bytes=None,
-                     profile=None):
-    """Plan a schedule without running anything (a dry run).
-
-    Parameters
-    ----------
-    steps : int
-        Chain length ``l``.
-    strategy : {"none", "uniform", "revolve"}
-    segments : int, optional
-        Uniform: number of segments (default ``round(sqrt(l))``).
-    snapshots : int, optional
-        Revolve: snapshots including the input (default ``ceil(log2 l)``, at least 1).
-    budget_bytes : int, optional
-        Recorded in the report (only checked against a profile).
-    profile : StepCost, optional
-        Cost model, e.g. ``report.profile`` of an earlier run; gives
-        ``predicted_peak_bytes``.
-
-    Returns
-    -------
-    ScheduleReport
-        With the action list in ``report.actions`` and the predicted counts.
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"plan_checkpoints: steps must be a positive int, got {steps!r}")
-    l = steps
-    rep = ScheduleReport(strategy=strategy, steps=l, budget_bytes=budget_bytes, profile=profile)
-    if strategy == "none":
-        acts = S.none_actions(l)
-    elif strategy == "uniform":
-        k = _isqrt_segments(l) if segments is None else segments
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= l:
-            raise ValueError(f"checkpoint_sequential: segments must be an int in [1, {l}] for {l} steps, got {segments!r}")
-        rep.segments = k
-        acts = S.uniform_actions(l, k)
-    elif strategy == "revolve":
-        s = max(1, (l - 1).bit_length()) if snapshots is None else snapshots
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"checkpoint_sequential: snapshots must be an int >= 1 (the input counts as one), got {snapshots!r}")
-        rep.snapshots = s
-        rep.minimal_advances = S.binomial_advances(l, s)
-        acts = S.revolve_actions(l, s)
-    else:
-        raise ValueError(f"checkpoint_sequential: unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    rep.actions = acts
-    rep.predicted_advances, rep.recorded_steps = S.count(acts)
-    if profile is not None:
-        if len(profile.tape_bytes) != l:
-            raise ValueError(f"plan_checkpoints: the profile has {len(profile.tape_bytes)} steps, the chain {l}")
-        rep.predicted_peak_bytes = S.simulate(acts, profile)
-    return rep
-
-
 # ---------------------------------------------------------------- the primitive
 
 
 class _Chain:
     """Static data of one call: the steps, leaf layout and the report."""
 
-    __slots__ = ("fns", "has_params", "x_td", "n_x", "p_tds", "p_slices", "out_td", "report", "state_tds")
+    __slots__ = ("fns", "has_params", "x_td", "n_x", "p_tds", "p_slices", "out_td", "report", "state_tds",
+                 "logs", "debug")
 
     def __repr__(self):
         return f"_Chain({len(self.fns)} steps)"
@@ -241,6 +139,8 @@ class _Run:
         self.pc = 0
         self.param_cts = [None] * len(leaves)
         self.measure = self.rep.profile is None
+        self.debug = chain.debug
+        self.hashes = {}
         if self.measure:
             self.cost = S.StepCost([0] * (self.l + 1), [0] * self.l, [0] * self.l, [0] * self.l)
 
@@ -266,6 +166,10 @@ class _Run:
             for k in range(i, j):
                 with _pushed(self._frame(k)):
                     st = _step(self.chain, k, st, _params(self.chain, self.leaves, k))
+                if self.debug:
+                    self._check(k + 1, st)
+                if self.measure:
+                    self._measure_state(k + 1, st)
             self.state, self.pos = st, j
             self.advances += j - i
         elif kind == "snapshot":
@@ -282,6 +186,17 @@ class _Run:
             self._tape(act[1], act[2])
         elif kind == "reverse":
             self._reverse(act[1], act[2])
+
+    def _check(self, i, st):
+        """debug=True: a recomputed ``x_i`` must hash like its first computation."""
+        from ._profile import hashes_equal, state_hash
+
+        h = state_hash(st)
+        first = self.hashes.setdefault(i, h)
+        if first is not h and not hashes_equal(first, h):
+            raise RuntimeError(f"checkpoint_sequential(debug=True): recomputing step {i - 1} gave a state x_{i} "
+                               "that differs from its first computation (a step that is not deterministic, "
+                               "or randomness not routed through gpuad.checkpointing.replayed)")
 
     def _frame(self, k):
         logs = self.logs
@@ -317,6 +232,8 @@ class _Run:
                     st = _step(chain, k, st, pb)
                 if self.measure:
                     self._measure_step(k, before, step_inputs[-1][0], st)
+                if self.debug:
+                    self._check(k + 1, st)
         out = [o._primal if isinstance(o, VJPTracer) and o._trace is trace else o for o in st]
         refs = [(o._node, o._index) if isinstance(o, VJPTracer) and o._trace is trace else None for o in st]
         self.tapes.append((i, j, step_inputs, refs))
@@ -347,8 +264,10 @@ class _Run:
                 kin += nb
                 if holders == 0:
                     new += nb
-        kout = sum(nb for key, (h, nb) in self._census(outs)[1].items() if h > 0)
+        out_blocks = self._census(outs)[1]
+        kout = sum(nb for key, (h, nb) in out_blocks.items() if h > 0)
         cost = self.cost
+        cost.state_bytes[k + 1] = sum(nb for _, nb in out_blocks.values())
         cost.input_kept[k] = kin
         cost.output_kept[k] = kout
         cost.tape_bytes[k] = self.acct.live - live0 - new
@@ -370,7 +289,7 @@ class _Run:
     # --- the two sweeps -----------------------------------------------------------
     def forward(self):
         acts = self.rep.actions
-        self.logs = {}
+        self.logs = self.chain.logs
         self._install()
         try:
             base = [a for a in self.leaves if hasattr(a, "shape")]
@@ -403,14 +322,55 @@ class _Run:
         if self.measure:
             rep.profile = self.cost
             rep.predicted_peak_bytes = S.simulate(acts, self.cost)
+            rep.step_working_bytes = max(b + t for b, t in zip(self.cost.state_bytes, self.cost.tape_bytes))
+        if self.debug:
+            _verify(rep)
         n_x = self.chain.n_x
         out = [c if self.live[m] else None for m, c in enumerate(self.ct)] + self.param_cts[n_x:]
         self.snaps.clear()
         return [c if self.live[m] else None for m, c in enumerate(out)]
 
 
-def checkpoint_sequential(fns, x, *, strategy="revolve", segments=None, snapshots=None, budget_bytes=None,
-                          profile=None):
+def _profile_of(chain, leaves):
+    """The chain's cost model: cached, or measured by a profiling pass (NOTE [profile replay])."""
+    from . import _profile
+
+    fns = chain.fns
+    cost = _profile.cached_profile(fns, leaves)
+    if cost is not None:
+        return cost
+
+    def run_step(k, st, pb):
+        return _step(chain, k, st, pb)
+
+    def frames(k):
+        f = chain.logs[k] = _Frame()
+        return _pushed(f)
+
+    cost = _profile.profile_chain(run_step, chain.p_slices, leaves[:chain.n_x], leaves,
+                                  [True] * len(leaves), frames)
+    _profile.remember_profile(fns, leaves, cost)
+    return cost
+
+
+def _verify(rep):
+    """debug=True: the run must match its plan (NOTE [block model] in ``gpuad._schedules``)."""
+    problems = []
+    if rep.actual_advances != rep.predicted_advances:
+        problems.append(f"advances: predicted {rep.predicted_advances}, ran {rep.actual_advances}")
+    pred, act = rep.predicted_peak_bytes, rep.actual_peak_bytes
+    if abs(act - pred) > 0.05 * pred:
+        problems.append(f"peak bytes: predicted {pred}, measured {act} (more than 5% apart)")
+    if rep.budget_bytes is not None and act > rep.budget_bytes + (rep.step_working_bytes or 0):
+        problems.append(f"peak bytes: measured {act} exceed budget_bytes={rep.budget_bytes} "
+                        f"plus one step's working set ({rep.step_working_bytes})")
+    if problems:
+        raise RuntimeError(f"checkpoint_sequential(debug=True), strategy {rep.strategy!r}: the run does not "
+                           "match its plan: " + "; ".join(problems))
+
+
+def checkpoint_sequential(fns, x, *, strategy="auto", segments=None, snapshots=None, budget_bytes=None,
+                          profile=None, debug=False):
     """Run the chain ``fns`` on ``x`` under a checkpoint schedule.
 
     Parameters
@@ -422,18 +382,32 @@ def checkpoint_sequential(fns, x, *, strategy="revolve", segments=None, snapshot
         differentiable values must come from ``x`` or its ``params``.
     x : pytree of arrays
         The input state ``x_0``.
-    strategy : {"none", "uniform", "revolve"}
+    strategy : {"auto", "none", "uniform", "revolve", "bisection", "optimal"}
         "none" keeps every step's tape; "uniform" keeps ``segments`` segment
         inputs (default ``round(sqrt(l))``) and re-records one segment at a
         time; "revolve" is binomial checkpointing with ``snapshots`` kept
         states including ``x`` (default ``ceil(log2 l)``), with the minimal
-        number of advances.
+        number of advances; "bisection" halves recursively (for
+        comparison); "optimal" spends the least time advancing within
+        ``budget_bytes`` (``gpuad._optimal``).  "auto" (the default) is
+        "none" when no budget is given or everything fits it, else
+        "optimal".
     segments, snapshots : int, optional
     budget_bytes : int, optional
-        Recorded in the report.
+        Bound on the peak bytes counted by ``gpuad.memory`` (input,
+        parameters, snapshots and tapes).  Needed by "optimal"; a budget no
+        schedule meets raises a ``ValueError`` giving the smallest feasible
+        one.
     profile : StepCost, optional
-        A cost model (``report.profile`` of an earlier run) for the
-        predicted peak; measured during the run when absent.
+        A cost model (``report.profile`` of an earlier run).  Without it,
+        "optimal" and "auto" with a budget first run a profiling pass
+        (``gpuad._profile``; cached per step functions and shapes), and the
+        other strategies measure it during the run.
+    debug : bool
+        Check the run against the plan: advances exactly, peak bytes within
+        5% of the prediction and within the budget plus one step's working
+        set, and every recomputed state bitwise equal (by an on-device hash)
+        to its first computation.  Any mismatch raises ``RuntimeError``.
 
     Returns
     -------
@@ -472,8 +446,12 @@ def checkpoint_sequential(fns, x, *, strategy="revolve", segments=None, snapshot
         chain.p_tds.append(ptd)
         chain.p_slices.append((len(leaves), len(leaves) + len(pl)))
         leaves.extend(pl)
+    chain.logs, chain.debug = {}, bool(debug)
+    if profile is None and budget_bytes is not None and strategy in ("optimal", "auto"):
+        profile = _profile_of(chain, leaves)
     rep = plan_checkpoints(len(fns), strategy=strategy, segments=segments, snapshots=snapshots,
                            budget_bytes=budget_bytes, profile=profile)
+    rep.debug = chain.debug
     chain.report = rep
     _last = rep
     outs = bind(_SEQ.prim, tuple(leaves), {"chain": chain})

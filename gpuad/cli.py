@@ -198,20 +198,61 @@ def build_parser():
                     "and peak tape memory; writes params.npz, optimizer.npz, metrics.json and "
                     "curves.png into --out.  Needs: pip install 'gpuad[train]'.",
     )
-    t.add_argument("--model", default="cnn", help="model to train (default: cnn; available: cnn)")
-    t.add_argument("--epochs", type=int, default=20, help="passes over the training set (default: 20)")
-    t.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
-    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default: 3e-3)")
+    t.add_argument("--model", default="cnn", help="model to train (default: cnn; available: cnn, gpt)")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 20; gpt: 3)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="images (gpt: text windows) per step (default: 32)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate of AdamW (default: 3e-3)")
     t.add_argument("--seed", type=int, default=0, help="seed of the gpuad.random key (default: 0)")
-    t.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")
-    t.add_argument("--out", default=os.path.join("runs", "digits"),
-                   help="output directory (default: runs/digits)")
+    t.add_argument("--dtype", default="float32",
+                   help="float32 or float64; gpt on cupy also float16 (default: float32)")
+    t.add_argument("--out", default=None, help="output directory (default: runs/digits; gpt: runs/gpt)")
     t.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    t.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI or NCCL launch, e.g. "
+                        "mpiexec -n 2 gpuad train --distributed (see gpuad.distributed)")
+    g = t.add_argument_group("--model gpt", "a character-level transformer on Python's help topics "
+                             "(see gpuad.training_gpt)")
+    g.add_argument("--checkpoint", default="none", help="how the transformer blocks are checkpointed: none, block "
+                   "(gpuad.checkpoint per block) or a checkpoint_sequential strategy such as uniform, revolve, "
+                   "optimal (default: none)")
+    g.add_argument("--budget-bytes", type=int, default=None,
+                   help="checkpoint_sequential's budget_bytes: tape bytes allowed for the chain of blocks")
+    g.add_argument("--segments", type=int, default=None, help="segments of --checkpoint uniform")
+    for name, default, what in (("context", 64, "characters per window"), ("d-model", 64, "model width"),
+                                ("layers", 4, "transformer blocks"), ("heads", 4, "attention heads"),
+                                ("sample-chars", 300, "characters sampled at the end")):
+        g.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default: {default})")
+    g.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 = greedy (default: 0.8)")
+    g.add_argument("--prompt", default="The ", help="start of the sampled text (default: 'The ')")
     t.set_defaults(func=cmd_train)
+
+    w = sub.add_parser(
+        "sweep", parents=[common], help="peak memory vs time of each checkpoint strategy",
+        description="Run a deep tanh MLP (one checkpoint_sequential chain) under each checkpoint "
+                    "strategy at a range of byte budgets; print peak bytes, advances, time per step "
+                    "and overhead vs 'none'; write sweep.csv, sweep.json and sweep.png into --out "
+                    "(see gpuad.sweep).  The plot needs matplotlib.",
+    )
+    w.add_argument("--depth", type=int, default=256, help="layers (default: 256)")
+    w.add_argument("--width", type=int, default=512, help="layer width (default: 512)")
+    w.add_argument("--batch", type=int, default=128, help="batch size (default: 128)")
+    w.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")
+    w.add_argument("--strategies", default="none,uniform,revolve,optimal",
+                   help="comma-separated, from none, uniform, revolve, bisection, optimal "
+                        "(default: none,uniform,revolve,optimal)")
+    w.add_argument("--budgets", default="0.5,0.25,0.12,0.06,0.03",
+                   help="budgets as fractions of the bytes 'none' stores beyond the input and "
+                        "parameters (default: 0.5,0.25,0.12,0.06,0.03)")
+    w.add_argument("--repeat", type=int, default=3, help="timed runs per point, best kept (default: 3)")
+    w.add_argument("--out", default=os.path.join("runs", "sweep"), help="output directory (default: runs/sweep)")
+    w.set_defaults(func=cmd_sweep)
     return parser
 
 
-MODELS = ("cnn",)
+MODELS = ("cnn", "gpt")
+TRAIN_DEFAULTS = {"cnn": {"epochs": 20, "batch_size": 32, "lr": 3e-3, "out": os.path.join("runs", "digits")},
+                  "gpt": {"epochs": 3, "batch_size": 32, "lr": 3e-3, "out": os.path.join("runs", "gpt")}}
 
 
 def _check_writable(out):
@@ -228,26 +269,98 @@ def _check_writable(out):
 def cmd_train(args):
     if args.model not in MODELS:
         raise CLIError(f"--model: unknown model {args.model!r}; available: {', '.join(MODELS)}", code=2)
+    for k, v in TRAIN_DEFAULTS[args.model].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if args.epochs < 1:
         raise CLIError(f"--epochs must be a positive integer, got {args.epochs}", code=2)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}", code=2)
     if not args.lr > 0:
         raise CLIError(f"--lr must be positive, got {args.lr}", code=2)
-    if args.dtype not in ("float32", "float64"):
+    if args.dtype not in ("float32", "float64") and not (args.model == "gpt" and args.dtype == "float16"):
         raise CLIError(f"--dtype must be float32 or float64, got {args.dtype!r}", code=2)
     _check_writable(args.out)
     from . import training
 
     try:
-        training.check_dependencies()
+        training.check_dependencies(model=args.model)
     except training.MissingDependency as e:
         raise CLIError(str(e), code=2) from None
-    _choose(args.backend)  # a clear error for an unusable backend, before any work
+    if args.distributed:
+        _check_distributed(args)
+    choice = _choose(args.backend)  # a clear error for an unusable backend, before any work
+    extra = {}
+    if args.model == "gpt":
+        from . import training_gpt
+
+        extra = {k: getattr(args, k) for k in training_gpt.GPT_DEFAULTS if hasattr(args, k)}
+        try:
+            training_gpt.validate({**training_gpt.GPT_DEFAULTS, **extra}, choice.name, args.dtype)
+        except training_gpt.ConfigError as e:
+            raise CLIError(str(e), code=2) from None
     cfg = training.TrainConfig(model=args.model, backend=args.backend, epochs=args.epochs,
                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, dtype=args.dtype,
-                               out=args.out, progress=not args.no_progress)
-    training.train(cfg, log=lambda line: print(line, flush=True))
+                               out=args.out, progress=not args.no_progress, extra=extra,
+                               distributed=args.distributed)
+    try:
+        training.train(cfg, log=lambda line: print(line, flush=True))
+    except ValueError as e:  # training_gpt.ConfigError: an option found unworkable once running
+        if type(e).__name__ != "ConfigError":
+            raise
+        raise CLIError(str(e), code=2) from None
+    return 0
+
+
+def _check_distributed(args):
+    """``--distributed``: the launch's package is installed and every rank gets part of each batch."""
+    from . import distributed
+    from .data import MissingDependency
+
+    if args.model != "cnn":
+        raise CLIError(f"--distributed: only --model cnn is data-parallel so far, not {args.model!r}", code=2)
+    try:
+        launch = distributed.check_available()
+    except MissingDependency as e:
+        raise CLIError(str(e), code=2) from None
+    except (ValueError, distributed.DistributedError) as e:
+        raise CLIError(f"--distributed: {e}", code=2) from None
+    if launch.size is not None and args.batch_size < launch.size:
+        raise CLIError(f"--distributed: {launch.size} processes need --batch-size of at least {launch.size}, "
+                       f"got {args.batch_size}", code=2)
+
+
+def cmd_sweep(args):
+    from . import sweep
+
+    strategies = tuple(x for x in args.strategies.split(",") if x)
+    bad = [x for x in strategies if x not in sweep.STRATEGIES]
+    if bad or not strategies:
+        raise CLIError(f"--strategies: unknown {', '.join(bad) or '(none given)'}; "
+                       f"available: {', '.join(sweep.STRATEGIES)}", code=2)
+    try:
+        fractions = tuple(float(x) for x in args.budgets.split(",") if x)
+    except ValueError:
+        raise CLIError(f"--budgets must be comma-separated numbers, got {args.budgets!r}", code=2) from None
+    if not fractions or not all(0 < f for f in fractions):
+        raise CLIError(f"--budgets must be positive fractions, got {args.budgets!r}", code=2)
+    for name in ("depth", "width", "batch", "repeat"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name} must be a positive integer, got {getattr(args, name)}", code=2)
+    if args.dtype not in ("float32", "float64"):
+        raise CLIError(f"--dtype must be float32 or float64, got {args.dtype!r}", code=2)
+    _check_writable(args.out)
+    _choose(args.backend)
+    cfg = sweep.SweepConfig(depth=args.depth, width=args.width, batch=args.batch, dtype=args.dtype,
+                            strategies=strategies, fractions=fractions, repeat=args.repeat,
+                            backend=args.backend, out=args.out)
+    rows = sweep.run_sweep(cfg, log=lambda line: print(line, flush=True))
+    print(sweep.format_table(rows))
+    try:
+        paths = sweep.write_outputs(rows, cfg, args.out)
+    except ImportError as e:
+        raise CLIError(f"the plot needs matplotlib ({e}); pip install matplotlib", code=1) from None
+    print("wrote " + ", ".join(paths.values()))
     return 0
 
 

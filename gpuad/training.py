@@ -43,6 +43,7 @@ class TrainConfig:
     channels: tuple = (16, 32)
     hidden: int = 64
     progress: bool = True
+    distributed: bool = False  # gpuad train --distributed: data-parallel over gpuad.distributed.init()
     extra: dict = field(default_factory=dict)
 
 
@@ -84,9 +85,10 @@ class DigitsCNN:
         return self.fc2.apply(params["fc2"], h)
 
 
-def check_dependencies(plot=True):
+def check_dependencies(plot=True, model="cnn"):
     """Import the optional packages ``gpuad train`` needs, or raise :class:`MissingDependency`."""
-    require("sklearn", package="scikit-learn")
+    if model != "gpt":  # the gpt model's corpus ships with Python (pydoc_data)
+        require("sklearn", package="scikit-learn")
     require("tqdm")
     if plot:
         require("matplotlib")
@@ -141,20 +143,33 @@ def train(cfg, log=print):
     from ._backend import get_backend, set_backend
     from .serialization import save
 
+    if cfg.model == "gpt":  # character-level transformer: gpuad.training_gpt
+        from .training_gpt import train_gpt
+
+        return train_gpt(cfg, log)
     t_start = time.perf_counter()
     tqdm = require("tqdm").tqdm
     choice = set_backend(cfg.backend) if cfg.backend else get_backend()
+    comm = _communicator(cfg)  # before any array: picks this rank's GPU; a no-op without --distributed
+    if comm.rank != 0:  # progress and files on rank 0 only
+        log = _quiet
     data = load_digits(choice.name, dtype=cfg.dtype)
     device = _device_of(choice, data.x_train)
     n_train, n_test = data.x_train.shape[0], data.x_test.shape[0]
     log(f"backend: {choice.name} on {device} ({choice.reason})")
     log(f"data: sklearn digits 8x8, {n_train} train / {n_test} test images (fixed stratified split), "
         f"dtype {cfg.dtype}")
+    if cfg.distributed:
+        if comm.size > min(cfg.batch_size, n_test):
+            raise ValueError(f"--distributed: {comm.size} processes need a batch size of at least {comm.size}")
+        log(f"distributed: {comm.size} process(es), {comm.backend} ({comm.launch.reason}); each rank takes "
+            f"its shard of every batch of {cfg.batch_size}; gradients averaged in "
+            f"{comm.bucket_bytes / 1e6:g} MB buckets")
 
     model = DigitsCNN(cfg.channels, cfg.hidden, data.num_classes)
     key = random.key(cfg.seed, like=data.x_train)
     k_init, k_data = random.split(key)
-    params = model.init(k_init, cfg.dtype)
+    params = comm.broadcast(model.init(k_init, cfg.dtype))  # same key on every rank; rank 0's values win
     steps_per_epoch = -(-n_train // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, max(total_steps // 10, 1))
@@ -190,10 +205,16 @@ def train(cfg, log=print):
         loss_sum = None
         hits = None
         bar = tqdm(total=n_train, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False,
-                   disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True)
+                   disable=not cfg.progress or comm.rank != 0, file=sys.stderr, dynamic_ncols=True)
         t0 = time.perf_counter()
         for s in range(0, n_train, cfg.batch_size):
             idx = perm[s:min(s + cfg.batch_size, n_train)]
+            n_global = idx.shape[0]
+            if n_global < comm.size:  # a last batch with fewer images than ranks is left out
+                continue
+            if comm.size > 1:  # this rank's shard of the global batch (shared key: same permutation)
+                lo, hi = comm.shard(n_global)
+                idx = idx[lo:hi]
             xb = gxp.take(data.x_train, idx, axis=0)
             yb = gxp.take(data.y_train, idx, axis=0)
             if memory is not None and epoch == 1 and s == 0:
@@ -202,19 +223,23 @@ def train(cfg, log=print):
                 peak_tape = rep.peak_bytes
             else:
                 (loss, logits), grads = grad_fn(params, xb, yb)
+            if comm.size > 1:  # mean over the global batch: shards weighted by their sizes
+                grads = comm.allreduce_mean(grads, weight=idx.shape[0] * comm.size / n_global)
             params, opt_state = opt.step(params, grads, opt_state)
             nb = idx.shape[0]
             lsum = loss * nb
             h = gxp.sum(gxp.astype(gxp.argmax(logits, axis=-1) == yb, "int64"))
             loss_sum = lsum if loss_sum is None else loss_sum + lsum
             hits = h if hits is None else hits + h
-            bar.update(nb)
+            bar.update(n_global)
+        if comm.size > 1:  # the epoch's sums over all ranks, one small collective
+            loss_sum, hits = comm.allreduce_sum((loss_sum, hits))
         train_loss = _host(loss_sum) / n_train       # the one host transfer of the epoch's training
         dt = time.perf_counter() - t0
         train_seconds += dt
         bar.close()
         train_acc = _host(hits) / n_train
-        test_acc = _host(evaluate(params, data.x_test, data.y_test)) / n_test
+        test_acc = _host(_evaluate_sharded(comm, evaluate, params, data.x_test, data.y_test)) / n_test
         rate = n_train / dt
         history.append({"epoch": epoch, "loss": train_loss, "train_accuracy": train_acc,
                         "test_accuracy": test_acc, "seconds": dt, "samples_per_second": rate})
@@ -224,8 +249,9 @@ def train(cfg, log=print):
     os.makedirs(cfg.out, exist_ok=True)
     paths = {"params": os.path.join(cfg.out, "params.npz"), "optimizer": os.path.join(cfg.out, "optimizer.npz"),
              "metrics": os.path.join(cfg.out, "metrics.json"), "curves": os.path.join(cfg.out, "curves.png")}
-    save(paths["params"], params)
-    save(paths["optimizer"], opt_state)
+    if comm.rank == 0:
+        save(paths["params"], params)
+        save(paths["optimizer"], opt_state)
     summary = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "backend": choice.name, "device": device, "reason": choice.reason,
@@ -238,16 +264,38 @@ def train(cfg, log=print):
         "parameters": count_params(params),
         "files": paths,
     }
-    _plot(history, paths["curves"], title=f"gpuad train: digits CNN on {choice.name} ({cfg.dtype})")
+    summary["processes"] = comm.size
+    if comm.rank == 0:
+        _plot(history, paths["curves"], title=f"gpuad train: digits CNN on {choice.name} ({cfg.dtype})")
     summary["wall_seconds"] = time.perf_counter() - t_start
-    with open(paths["metrics"], "w") as f:
-        json.dump(summary, f, indent=2)
+    if comm.rank == 0:
+        with open(paths["metrics"], "w") as f:
+            json.dump(summary, f, indent=2)
     mem = (f"peak tape memory {peak_tape / 2**20:.2f} MiB per step (batch {cfg.batch_size}, gpuad.memory)"
            if memory is not None else "peak tape memory: not measured (gpuad.memory is not available)")
     log(f"done: test accuracy {summary['test_accuracy']:.2%}, wall time {summary['wall_seconds']:.1f} s "
         f"(training {train_seconds:.1f} s), {summary['samples_per_second']:,.0f} samples/s, {mem}")
     log(f"wrote {paths['params']}, {paths['optimizer']}, {paths['metrics']}, {paths['curves']}")
     return summary
+
+
+def _quiet(*args, **kwargs):
+    """The log of ranks other than 0."""
+
+
+def _communicator(cfg):
+    """The run's :mod:`gpuad.distributed` communicator: single-process unless ``cfg.distributed``."""
+    from . import distributed
+
+    return distributed.init() if cfg.distributed else distributed.SingleProcessCommunicator()
+
+
+def _evaluate_sharded(comm, evaluate, params, x, y):
+    """Correct predictions on ``(x, y)``: each rank scores its shard, then one sum over ranks."""
+    if comm.size == 1:
+        return evaluate(params, x, y)
+    lo, hi = comm.shard(x.shape[0])
+    return comm.allreduce_sum(evaluate(params, x[lo:hi, ...], y[lo:hi]))
 
 
 def _plot(history, path, title):

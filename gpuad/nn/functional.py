@@ -62,7 +62,14 @@ def linear(x, w, b=None):
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(f"linear: x of shape {tuple(x.shape)} does not match weight of shape "
                          f"{tuple(w.shape)} (need x.shape[-1] == w.shape[0])")
-    y = ops.matmul(x, w)
+    if x.ndim > 2:
+        # One (prod(...), in) @ (in, out) product: a broadcast matmul would run one small
+        # GEMM per leading index, and its weight gradient would build a (..., in, out)
+        # stack before summing it.
+        lead = tuple(x.shape[:-1])
+        y = ops.reshape(ops.matmul(ops.reshape(x, (math.prod(lead), x.shape[-1])), w), lead + (w.shape[1],))
+    else:
+        y = ops.matmul(x, w)
     return y if b is None else ops.add(y, b)
 
 

@@ -1,0 +1,199 @@
+"""``python -m bench.allreduce``: gpuad.distributed against raw mpi4py, and ``gpuad train`` scaling.
+
+Part 1 (``mpiexec -n 2``): the time of ``comm.allreduce_mean(grads)`` on a
+gradient pytree of 1, 10 and 100 MB (float32, eight weight matrices and
+their biases, as a network's gradients) against mpi4py's own ``Allreduce``
+on one preallocated flat buffer of the same size (out of place, the usual
+idiom; in place too, for reference).  The cases run interleaved, each
+repetition after a ``Barrier``; a repetition's time is the slowest rank's;
+the table shows medians.  Throughput is bytes reduced per second.
+
+Part 2: ``gpuad train`` (digits CNN, NumPy) on 1 process and under
+``mpiexec -n 2 ... --distributed``, BLAS and OpenMP threads pinned to 1,
+with samples/s and final test accuracy of each.
+
+Results are printed as markdown and written to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import datetime as _dt  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES_MB = (1, 10, 100)
+
+
+def grad_tree(mb, np):
+    """Eight ``(d, d)`` float32 weights and ``(d,)`` biases totalling about ``mb`` megabytes."""
+    d = int((mb * 1e6 / 4 / 8) ** 0.5)
+    rng = np.random.default_rng(0)
+    return [{"w": rng.standard_normal((d, d), dtype=np.float32), "b": rng.standard_normal(d, dtype=np.float32)}
+            for _ in range(8)]
+
+
+def worker(args):
+    """Runs on every rank under mpiexec; rank 0 prints one JSON line."""
+    import numpy as np
+    from mpi4py import MPI
+
+    sys.path.insert(0, str(ROOT))
+    from gpuad import distributed
+    from gpuad._tree import tree_leaves
+
+    comm = distributed.init(bucket_mb=args.bucket_mb, timeout=600)
+    mpi = comm.mpi_comm
+    rows = []
+    for mb in args.sizes:
+        tree = grad_tree(mb, np)
+        n = sum(x.size for x in tree_leaves(tree))
+        flat = np.ones(n, np.float32)
+        recv = np.empty_like(flat)
+        inplace = np.ones(n, np.float32)
+        calls0 = comm.collective_calls
+        comm.allreduce_mean(tree)
+        buckets = comm.collective_calls - calls0
+        cases = {
+            "gpuad allreduce_mean(tree)": lambda: comm.allreduce_mean(tree),
+            "mpi4py Allreduce(flat, out)": lambda: mpi.Allreduce(flat, recv, op=MPI.SUM),
+            "mpi4py Allreduce(IN_PLACE, flat)": lambda: mpi.Allreduce(MPI.IN_PLACE, inplace, op=MPI.SUM),
+        }
+        reps = args.reps or (60 if mb <= 1 else 25 if mb <= 10 else 11)
+        times = {k: [] for k in cases}
+        for _ in range(2):  # warm-up: page in the buffers, plan the tree
+            for fn in cases.values():
+                fn()
+        for _ in range(reps):
+            for k, fn in cases.items():
+                mpi.Barrier()
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                times[k].append(mpi.allreduce(dt, op=MPI.MAX))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"mb": mb, "bytes": 4 * n, "leaves": len(tree_leaves(tree)), "buckets": buckets,
+                     "reps": reps, "median_s": med, "min_s": {k: min(v) for k, v in times.items()}})
+    if comm.rank == 0:
+        print(json.dumps({"processes": comm.size, "bucket_mb": args.bucket_mb, "rows": rows}), flush=True)
+
+
+def _mpiexec():
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["GPUAD_BACKEND"] = "numpy"
+    return env
+
+
+def _run(cmd, timeout):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def bench_allreduce(args):
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "bench.allreduce", "--worker",
+           "--bucket-mb", str(args.bucket_mb), "--sizes", ",".join(map(str, args.sizes))]
+    if args.reps:
+        cmd += ["--reps", str(args.reps)]
+    out = _run(cmd, timeout=1800)
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+def bench_train(args):
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for procs in (1, 2):
+            common = ["train", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--no-progress",
+                      "--backend", "numpy", "--out", os.path.join(tmp, str(procs))]
+            if procs == 1:
+                cmd = [sys.executable, "-m", "gpuad", *common]
+            else:
+                cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "gpuad", *common, "--distributed"]
+            t0 = time.perf_counter()
+            _run(cmd, timeout=3600)
+            wall = time.perf_counter() - t0
+            m = json.loads(Path(tmp, str(procs), "metrics.json").read_text())
+            out[procs] = {"samples_per_second": m["samples_per_second"], "train_seconds": m["train_seconds"],
+                          "test_accuracy": m["test_accuracy"], "final_loss": m["final_loss"], "wall_seconds": wall}
+    return out
+
+
+def markdown(ar, tr, args):
+    lines = [f"# gpuad.distributed benchmarks ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", ""]
+    if ar:
+        g, o, i = "gpuad allreduce_mean(tree)", "mpi4py Allreduce(flat, out)", "mpi4py Allreduce(IN_PLACE, flat)"
+        lines += [f"## allreduce, {ar['processes']} processes, float32, buckets of {ar['bucket_mb']:g} MB", "",
+                  "| size | leaves | buckets | gpuad mean(tree) | mpi4py flat out-of-place | mpi4py flat in-place "
+                  "| gpuad GB/s | ratio vs out-of-place | ratio vs in-place |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in ar["rows"]:
+            m = r["median_s"]
+            lines.append(f"| {r['bytes'] / 1e6:.1f} MB | {r['leaves']} | {r['buckets']} | {m[g] * 1e3:.2f} ms | "
+                         f"{m[o] * 1e3:.2f} ms | {m[i] * 1e3:.2f} ms | {r['bytes'] / m[g] / 1e9:.2f} | "
+                         f"{m[g] / m[o]:.2f} | {m[g] / m[i]:.2f} |")
+        lines.append("")
+    if tr:
+        lines += [f"## gpuad train (digits CNN, NumPy, {args.epochs} epochs, batch {args.batch_size}, "
+                  "threads pinned to 1)", "",
+                  "| processes | samples/s | training s | speed-up | test accuracy | final loss |",
+                  "|---|---|---|---|---|---|"]
+        base = tr[1]["samples_per_second"]
+        for p, r in tr.items():
+            lines.append(f"| {p} | {r['samples_per_second']:,.0f} | {r['train_seconds']:.2f} | "
+                         f"{r['samples_per_second'] / base:.2f}x | {r['test_accuracy']:.2%} | {r['final_loss']:.4f} |")
+        lines.append("")
+    lines.append(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.allreduce", description=__doc__.split("\n\n")[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--sizes", default=",".join(map(str, SIZES_MB)), help="gradient sizes in MB (default 1,10,100)")
+    p.add_argument("--bucket-mb", type=float, default=25.0, help="gpuad bucket size in MB (default 25)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per size")
+    p.add_argument("--only", default="allreduce,train", help="allreduce, train or both (default)")
+    p.add_argument("--epochs", type=int, default=20, help="gpuad train epochs (default 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="gpuad train batch size (default 32)")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args(argv)
+    args.sizes = [float(s) if "." in s else int(s) for s in args.sizes.split(",") if s]
+    if args.worker:
+        return worker(args)
+    if _mpiexec() is None:
+        raise SystemExit("mpiexec not found: pip install 'gpuad[distributed]'")
+    only = set(args.only.split(","))
+    ar = bench_allreduce(args) if "allreduce" in only else None
+    tr = bench_train(args) if "train" in only else None
+    md = markdown(ar, tr, args)
+    print(md)
+    if not args.no_write:
+        out = ROOT / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        (out / f"allreduce-{stamp}.json").write_text(json.dumps({"allreduce": ar, "train": tr}, indent=2))
+        (out / f"allreduce-{stamp}.md").write_text(md + "\n")
+        (out / "allreduce-latest.md").write_text(md + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Packing the leaves of a pytree into a few flat buckets, one dtype per bucket.
+
+A collective on a pytree of ``L`` leaves makes one call per *bucket*, not one
+per leaf.  Leaves are grouped by (array library, device, dtype) in the order
+they first appear and filled into buckets of at most ``bucket_bytes`` (at
+least one element each).  A leaf that does not fit in the room left in its
+group's open bucket starts a new one, so that it stays whole and comes back
+as a view of its bucket; only a leaf larger than a whole bucket is cut, and
+spans two or more buckets (it is concatenated back after the collective).
+Size-0 leaves take no room and ``None`` subtrees have no leaves at all.
+
+Buckets of backends whose views keep their base array alive
+(``REUSABLE_BUCKETS``, NumPy) are kept by the plan and reused by the next
+collective once no returned leaf, nor any view of one, refers to them any
+more (their reference count is back to what it was when they were made):
+fresh memory costs page faults, warm memory does not.  Results therefore
+never change after they are returned.
+
+A :class:`BucketPlan` depends only on the leaves' shapes and dtypes, so it is
+computed once per tree structure and reused (see ``Communicator._plan``).
+Packing, unpacking and the buckets themselves use the array-API namespace of
+the leaves: on the GPU everything stays on the device.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import zlib
+
+from .._backend import BACKENDS, backend_module, namespace_of
+from .._core import Tracer, full_unbox
+from .._dtypes import dtype_name, is_floating
+
+__all__ = ["BucketPlan", "leaf_spec", "ITEMSIZE"]
+
+#: Bytes per element of each dtype name (bool is one byte, as MPI_C_BOOL).
+ITEMSIZE = {
+    "bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
+    "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8,
+    "complex64": 8, "complex128": 16,
+}
+
+_mod_by_ns: dict = {}
+
+
+def _backend_mod(ns):
+    mod = _mod_by_ns.get(id(ns))
+    if mod is None:
+        for name in BACKENDS:
+            m = backend_module(name)
+            if m.owns(ns):
+                mod = m
+                break
+        else:  # pragma: no cover - every namespace gpuad dispatches on has a backend
+            raise TypeError(f"gpuad.distributed: no gpuad backend owns namespace {ns.__name__}")
+        _mod_by_ns[id(ns)] = mod
+    return mod
+
+
+def leaf_spec(x, where):
+    """``(shape, dtype name, (namespace, device))`` of a leaf, for planning.
+
+    Raises
+    ------
+    TypeError
+        For a leaf that is not an array (``where`` names it in the message).
+    """
+    x = full_unbox(x)
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(f"gpuad.distributed: {where} is a {type(x).__name__}, not an array "
+                        "(pytree leaves must be arrays; use None for an empty subtree)")
+    ns = namespace_of((x,), "gpuad.distributed")
+    return tuple(int(d) for d in x.shape), dtype_name(x.dtype), (ns, x.device)
+
+
+def _reshaper(ns, mod):
+    """``reshape(x, shape)``: the array's own method where the backend allows it (cheaper), else ``ns.reshape``."""
+    if getattr(mod, "NAME", None) in ("numpy", "cupy"):  # ndarray.reshape: a view when possible, as ns.reshape
+        return lambda x, shape: x.reshape(shape)
+    return ns.reshape
+
+
+class BucketPlan:
+    """Where each leaf's elements go in the flat buckets.
+
+    Parameters
+    ----------
+    specs : list of (shape, dtype name, (namespace, device))
+        One per leaf, from :func:`leaf_spec`.
+    bucket_bytes : int
+        Largest bucket in bytes (a bucket holds at least one element).
+
+    Attributes
+    ----------
+    buckets : list of (group index, dtype name, number of elements)
+    groups : list of (namespace, device, dtype name, backend module)
+    segments : list of list of (bucket, bucket_start, leaf_start, leaf_stop)
+        Per leaf, the pieces of its flattened elements; empty for size-0 leaves.
+    signature : int
+        CRC-32 of the shapes, dtypes and bucket size, equal on every process
+        that planned the same tree (checked across ranks on first use).
+    """
+
+    def __init__(self, specs, bucket_bytes):
+        if bucket_bytes < 1:
+            raise ValueError(f"bucket size must be positive, got {bucket_bytes} bytes")
+        self.specs = list(specs)
+        self.bucket_bytes = int(bucket_bytes)
+        self.groups = []
+        self.buckets = []
+        self.segments = [[] for _ in self.specs]
+        group_of = {}
+        fill = {}  # group -> (bucket index, elements used) of its open bucket
+        for i, (shape, dt, (ns, dev)) in enumerate(self.specs):
+            if dt not in ITEMSIZE:
+                raise TypeError(f"gpuad.distributed: leaf {i} has dtype {dt}, which collectives do not support")
+            key = (id(ns), str(dev), dt)
+            g = group_of.get(key)
+            if g is None:
+                g = group_of[key] = len(self.groups)
+                self.groups.append((ns, dev, dt, _backend_mod(ns)))
+            cap = max(1, self.bucket_bytes // ITEMSIZE[dt])
+            n = math.prod(shape)
+            a = 0
+            while a < n:
+                b, used = fill.get(g, (None, cap))
+                if used == cap or (a == 0 and used + n > cap >= n):  # full, or keep a leaf that fits whole
+                    b, used = len(self.buckets), 0
+                    self.buckets.append([g, dt, 0])
+                k = min(n - a, cap - used)
+                self.segments[i].append((b, used, a, a + k))
+                self.buckets[b][2] += k
+                fill[g] = (b, used + k)
+                a += k
+        self.buckets = [tuple(b) for b in self.buckets]
+        # per leaf, what pack and unpack do: (reshape, [(bucket, start, a, z, whole, scale_into)])
+        self._ops = []
+        for i, segs in enumerate(self.segments):
+            if not segs:
+                self._ops.append(None)
+                continue
+            ns, _, _, mod = self.groups[self.buckets[segs[0][0]][0]]
+            n = math.prod(self.specs[i][0])
+            into = getattr(mod, "scale_into", None)
+            self._ops.append((_reshaper(ns, mod), [(b, st, a, z, a == 0 and z == n, into) for b, st, a, z in segs]))
+        #: Whether every leaf is floating (real or complex): what a mean needs.
+        self.floating = all(is_floating(dt) for _, dt, _ in self.specs)
+        self._reuse = all(getattr(grp[3], "REUSABLE_BUCKETS", False) for grp in self.groups)
+        self._pool = None
+        self._pool_refs = None
+        text = repr(([(s[0], s[1]) for s in self.specs], self.bucket_bytes))
+        self.signature = zlib.crc32(text.encode())
+
+    @property
+    def nbytes(self):
+        """Total bytes over all buckets."""
+        return sum(n * ITEMSIZE[dt] for _, dt, n in self.buckets)
+
+    def describe(self, b):
+        """``"bucket 2/3 (float32, 1,048,576 elements)"`` for messages."""
+        _, dt, n = self.buckets[b]
+        return f"bucket {b + 1}/{len(self.buckets)} ({dt}, {n:,} elements)"
+
+    def empty(self):
+        """Freshly allocated, uninitialised buckets (receive buffers)."""
+        out = []
+        for g, dt, n in self.buckets:
+            ns, dev, _, _ = self.groups[g]
+            out.append(ns.empty((n,), dtype=getattr(ns, dt), device=dev))
+        return out
+
+    @staticmethod
+    def _refcounts(pool):
+        return [sys.getrefcount(b) for b in pool]
+
+    def buffers(self):
+        """Buckets to fill: the kept ones when nothing else refers to them, else fresh ones.
+
+        Returns a new list (the caller may replace its items).
+        """
+        pool = self._pool
+        if pool is not None and self._refcounts(pool) == self._pool_refs:
+            return list(pool)
+        bufs = self.empty()
+        if self._reuse:
+            self._pool = bufs
+            self._pool_refs = self._refcounts(bufs)  # the baseline: no view of them exists yet
+        return list(bufs)
+
+    def pack(self, leaves, scale=1):
+        """Buckets holding ``leaf * scale`` for every leaf (one pass per piece).
+
+        The backend's ``scale_into`` fuses the copy and the scaling where it
+        has one (NumPy, CuPy); otherwise a slice assignment does it.
+        """
+        bufs = self.buffers()
+        for x, op in zip(leaves, self._ops):
+            if op is None:
+                continue
+            if isinstance(x, Tracer):
+                x = full_unbox(x)
+            reshape, segs = op
+            flat = reshape(x, (-1,))
+            for b, start, a, z, whole, into in segs:
+                src = flat if whole else flat[a:z]
+                if into is not None:
+                    into(bufs[b], start, src, scale)
+                else:
+                    bufs[b][start:start + (z - a)] = src if scale == 1 else src * scale
+        return bufs
+
+    def unpack(self, bufs, like):
+        """Leaves rebuilt from ``bufs``; ``like`` gives the size-0 leaves back as they were.
+
+        A leaf that lies in one bucket is a reshaped view of it (no copy); a
+        leaf split across buckets is concatenated from its pieces.
+        """
+        out = []
+        for i, op in enumerate(self._ops):
+            if op is None:
+                out.append(like[i])
+                continue
+            reshape, segs = op
+            if len(segs) == 1:
+                b, start, a, z, _, _ = segs[0]
+                flat = bufs[b][start:start + (z - a)]
+            else:
+                ns = self.groups[self.buckets[segs[0][0]][0]][0]
+                flat = ns.concat([bufs[b][start:start + (z - a)] for b, start, a, z, _, _ in segs])
+            out.append(reshape(flat, self.specs[i][0]))
+        return out

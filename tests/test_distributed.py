@@ -1,0 +1,705 @@
+"""gpuad.distributed: bucketing, communicator selection, collectives, failure handling.
+
+The in-process tests use :func:`gpuad.distributed.run_local` (threads as
+ranks) and a fake ``cupyx.distributed`` backend for the NCCL communicator, so
+they need neither MPI nor a GPU.  The MPI tests start ``mpiexec -n 2`` (from
+the ``mpich`` wheel of ``gpuad[distributed]``) with a hard timeout each, and
+are skipped, saying why, when mpi4py or mpiexec is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuad import distributed
+from gpuad.distributed import BucketPlan, DistributedError, detect, run_local
+from gpuad.distributed._buckets import leaf_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- bucketing -------------------------------------------------------------------------
+def _plan(leaves, bucket_bytes):
+    return BucketPlan([leaf_spec(x, f"leaf {i}") for i, x in enumerate(leaves)], bucket_bytes)
+
+
+def test_plan_groups_by_dtype_and_splits_a_parameter_at_a_bucket_boundary():
+    leaves = [np.zeros(10, np.float32), np.zeros(3), np.zeros((0, 4), np.float32), np.zeros(5, np.float32)]
+    plan = _plan(leaves, 24)  # 6 float32 or 3 float64 per bucket
+    # buckets are numbered as they open: float32, float32, float64, float32
+    assert plan.buckets == [(0, "float32", 6), (0, "float32", 4), (1, "float64", 3), (0, "float32", 5)]
+    # leaf 0 (10 elements) is larger than a bucket: it spans buckets 0 and 1
+    assert plan.segments[0] == [(0, 0, 0, 6), (1, 0, 6, 10)]
+    assert plan.segments[1] == [(2, 0, 0, 3)]
+    # leaf 3 (5 elements) would not fit in the 2 left in bucket 1: it starts bucket 3 and stays whole
+    assert plan.segments[3] == [(3, 0, 0, 5)]
+    assert plan.segments[2] == []  # size 0: no room taken
+    assert plan.nbytes == 15 * 4 + 3 * 8
+
+
+def test_plan_splits_a_leaf_that_overflows_the_open_bucket_only_when_larger_than_a_bucket():
+    leaves = [np.zeros(4, np.float32), np.zeros(20, np.float32), np.zeros(2, np.float32)]
+    plan = _plan(leaves, 32)  # 8 float32 per bucket
+    assert plan.segments[0] == [(0, 0, 0, 4)]
+    assert plan.segments[1] == [(0, 4, 0, 4), (1, 0, 4, 12), (2, 0, 12, 20)]  # fills bucket 0 up, then on
+    assert plan.segments[2] == [(3, 0, 0, 2)]
+    assert [n for _, _, n in plan.buckets] == [8, 8, 8, 2]
+
+
+def test_plan_one_bucket_when_everything_fits():
+    leaves = [np.zeros((4, 5), np.float32), np.zeros(7, np.float32)]
+    plan = _plan(leaves, 25_000_000)
+    assert plan.buckets == [(0, "float32", 27)]
+
+
+def test_plan_signature_depends_on_shapes_and_dtypes():
+    a = _plan([np.zeros(3), np.zeros(4, np.float32)], 100)
+    assert a.signature == _plan([np.ones(3), np.ones(4, np.float32)], 100).signature
+    assert a.signature != _plan([np.zeros(4), np.zeros(3, np.float32)], 100).signature
+    assert a.signature != _plan([np.zeros(3), np.zeros(4)], 100).signature
+
+
+def test_pack_unpack_round_trip_with_scaling(backend):
+    rng = np.random.default_rng(0)
+    host = [rng.normal(size=(3, 5)), rng.normal(size=(0,)), rng.normal(size=7).astype(np.float32),
+            rng.normal(size=(2, 2))]
+    leaves = [backend.asarray(h, dtype=None) for h in host]
+    plan = _plan(leaves, 32)
+    bufs = plan.pack(leaves, scale=0.5)
+    assert all(b.ndim == 1 for b in bufs)
+    out = plan.unpack(bufs, leaves)
+    for h, o in zip(host, out):
+        assert tuple(o.shape) == h.shape
+        np.testing.assert_array_equal(backend.to_numpy(o), h * np.asarray(0.5, h.dtype))
+        assert o.device == leaves[0].device
+
+
+class InPlace(distributed.Communicator):
+    """Two identical ranks, reduced in place as MPI does: the sum is twice the bucket."""
+
+    backend = "inplace"
+
+    def _sum_(self, group, bufs):
+        for b in bufs:
+            b *= 2
+        return bufs
+
+    def _allgather_ints_(self, value):
+        return [value, value]
+
+
+def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch):
+    made = []
+    original = BucketPlan.empty
+    monkeypatch.setattr(BucketPlan, "empty", lambda self: made.append(1) or original(self))
+    comm = InPlace(0, 2, timeout=None)
+    tree = {"a": np.arange(6.0), "b": np.ones(3)}
+    first = comm.allreduce_mean(tree)
+    view = first["a"][2:]          # a view of a view of the bucket outlives the result
+    del first
+    second = comm.allreduce_mean({"a": tree["a"] * 10, "b": tree["b"]})
+    np.testing.assert_array_equal(view, [2.0, 3.0, 4.0, 5.0])  # not overwritten
+    np.testing.assert_array_equal(second["a"], np.arange(6.0) * 10)
+    assert len(made) == 2          # the kept buckets were busy: fresh ones
+    del view, second
+    for k in range(3):             # results dropped each time: the same buckets again
+        np.testing.assert_array_equal(comm.allreduce_mean(tree)["a"], np.arange(6.0))
+    assert len(made) == 2
+
+
+def test_non_array_leaf_is_a_clear_error():
+    comm = distributed.local_group(1)[0]
+    with pytest.raises(TypeError, match="leaf 1 is a float, not an array"):
+        comm._plan("allreduce_mean", [np.zeros(2), 1.5], None)
+
+
+# --- collectives on the in-process group ---------------------------------------------------
+def _tree(rank):
+    """Mixed dtypes, None and size-0 leaves; values depend on the rank."""
+    r = rank + 1.0
+    return {"w": np.arange(12, dtype=np.float32).reshape(3, 4) * r,
+            "b": np.full(5, r, dtype=np.float64),
+            "none": None,
+            "empty": np.zeros((0, 3), np.float32),
+            "z": [np.full(3, 1 + 2j * r, dtype=np.complex64), None]}
+
+
+def _expected_mean(size):
+    trees = [_tree(r) for r in range(size)]
+    return {k: (None if trees[0][k] is None else sum(t[k] for t in trees) / size) for k in ("w", "b", "none", "empty")}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("bucket_mb", [25, 16e-6])  # 16 bytes: every parameter is split
+def test_allreduce_mean_mixed_dtypes_empty_leaves_split_buckets(size, bucket_mb):
+    def work(comm):
+        return comm.allreduce_mean(_tree(comm.rank)), getattr(comm, "calls", [])
+
+    results = run_local(size, work, bucket_mb=bucket_mb)
+    want = _expected_mean(size)
+    for out, calls in results:
+        for k in ("w", "b", "empty"):
+            assert out[k].dtype == _tree(0)[k].dtype
+            np.testing.assert_allclose(out[k], want[k].astype(_tree(0)[k].dtype), rtol=1e-6)
+        assert out["none"] is None and out["z"][1] is None
+        assert out["empty"].shape == (0, 3)
+        z = sum(_tree(r)["z"][0] for r in range(size)) / size
+        np.testing.assert_allclose(out["z"][0], z, rtol=1e-6)
+        assert out["z"][0].dtype == np.complex64
+    if size > 1:
+        calls = results[0][1]
+        plan_sizes = sorted(n for _, _, n in calls)
+        assert sum(plan_sizes) == 12 + 5 + 3  # every element once, empty leaves none
+        if bucket_mb == 25:
+            assert sorted(dt for _, dt, _ in calls) == ["complex64", "float32", "float64"]  # one call per dtype
+
+
+def test_allreduce_mean_float64_exact_for_two_ranks():
+    """x/2 + y/2 is exact in binary floating point: the mean equals (x + y) / 2 bit for bit."""
+    rng = np.random.default_rng(1)
+    data = [rng.normal(size=1000), rng.normal(size=1000)]
+    out = run_local(2, lambda c: c.allreduce_mean({"g": data[c.rank]}))
+    np.testing.assert_array_equal(out[0]["g"], (data[0] + data[1]) / 2)
+    np.testing.assert_array_equal(out[1]["g"], out[0]["g"])
+
+
+def test_allreduce_mean_weights_unequal_shards():
+    # rank 0 saw 3 examples with mean gradient 1, rank 1 saw 1 example with gradient 5: global mean 2
+    n = [3, 1]
+    out = run_local(2, lambda c: c.allreduce_mean([np.full(4, [1.0, 5.0][c.rank])], weight=n[c.rank] * 2 / 4))
+    np.testing.assert_allclose(out[0][0], 2.0)
+
+
+def test_allreduce_sum_integers_and_floats():
+    out = run_local(3, lambda c: c.allreduce_sum((np.arange(4) * (c.rank + 1), np.float32(0.5) + np.zeros(()))))
+    np.testing.assert_array_equal(out[2][0], np.arange(4) * 6)
+    assert out[2][0].dtype == np.int64
+    np.testing.assert_allclose(out[2][1], 1.5)
+
+
+def test_allreduce_mean_rejects_integer_leaves():
+    comm = distributed.local_group(1)[0]
+    with pytest.raises(TypeError, match="leaf 0 has dtype int64"):
+        comm.allreduce_mean([np.arange(3)])
+
+
+@pytest.mark.parametrize("root", [0, 2])
+def test_broadcast_from_root(root):
+    def work(comm):
+        mine = _tree(comm.rank)
+        return comm.broadcast(mine, root=root)
+
+    for out in run_local(3, work, bucket_mb=20e-6):
+        want = _tree(root)
+        for k in ("w", "b", "empty"):
+            np.testing.assert_array_equal(out[k], want[k])
+        np.testing.assert_array_equal(out["z"][0], want["z"][0])
+        assert out["none"] is None
+
+
+def test_mismatched_trees_across_ranks_fail_clearly():
+    def work(comm):
+        return comm.allreduce_mean({"g": np.zeros(3 + comm.rank)})
+
+    with pytest.raises(DistributedError, match="different structure, shapes or dtypes"):
+        run_local(2, work)
+
+
+def test_single_process_collectives_return_their_input():
+    comm = distributed.SingleProcessCommunicator()
+    tree = {"a": np.ones(3), "n": None}
+    assert comm.allreduce_mean(tree) is tree
+    assert comm.allreduce_sum(tree) is tree
+    assert comm.broadcast(tree) is tree
+    comm.barrier()
+    assert comm.shard(10) == (0, 10)
+    np.testing.assert_array_equal(comm.allreduce_mean(tree, weight=2.0)["a"], 2.0)
+
+
+def test_shard_and_rank_key():
+    from gpuad import random
+
+    comms = distributed.local_group(3)
+    assert [c.shard(8) for c in comms] == [(0, 2), (2, 5), (5, 8)]
+    key = random.key(0)
+    ks = [np.asarray(c.rank_key(key)) for c in comms]
+    assert len({k.tobytes() for k in ks}) == 3
+
+
+def test_a_failing_rank_breaks_the_group_instead_of_hanging():
+    def work(comm):
+        if comm.rank == 1:
+            raise RuntimeError("rank 1 crashed")
+        return comm.allreduce_mean([np.ones(2)])
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="rank 1 crashed"):
+        run_local(2, work, timeout=30)
+    assert time.monotonic() - t0 < 10
+
+
+def test_watchdog_aborts_a_collective_that_overruns(capsys):
+    aborted = threading.Event()
+
+    class Stuck(distributed.Communicator):
+        backend = "stuck"
+
+        def _sum_(self, group, bufs):
+            aborted.wait(10)  # a peer that never answers
+            return bufs
+
+        def _allgather_ints_(self, value):
+            return [value, value]
+
+        def abort(self, code=1):
+            aborted.set()
+
+    comm = Stuck(0, 2, timeout=0.3)
+    t0 = time.monotonic()
+    comm.allreduce_mean({"g": np.ones(3)})
+    assert aborted.is_set() and time.monotonic() - t0 < 5
+    err = capsys.readouterr().err
+    assert ("rank 0 of 2 (stuck): allreduce_mean of bucket 1/1 (float64, 3 elements) "
+            "did not complete within 0.3 s") in err
+
+
+def test_timeout_from_environment(monkeypatch):
+    monkeypatch.setenv("GPUAD_DIST_TIMEOUT", "7.5")
+    assert distributed.default_timeout() == 7.5
+    monkeypatch.setenv("GPUAD_DIST_TIMEOUT", "0")
+    assert distributed.default_timeout() is None
+    monkeypatch.setenv("GPUAD_DIST_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="GPUAD_DIST_TIMEOUT"):
+        distributed.default_timeout()
+
+
+# --- the NCCL communicator with a fake cupyx.distributed backend -----------------------------
+class FakeNCCL:
+    """The three methods of ``cupyx.distributed.NCCLBackend`` gpuad uses, over an in-process group."""
+
+    def __init__(self, local):
+        self.local = local
+        self.log = []
+
+    def all_reduce(self, in_array, out_array, op="sum"):
+        assert op == "sum" and in_array is out_array  # in place, on the bucket itself
+        self.log.append(("all_reduce", in_array.dtype.name, in_array.shape[0]))
+        (res,) = self.local._sum_((np, None, in_array.dtype.name, None), [in_array])
+        self.local._barrier_()  # every rank has read in_array before anyone overwrites it
+        out_array[...] = res
+
+    def broadcast(self, in_out_array, root=0):
+        self.log.append(("broadcast", in_out_array.dtype.name, in_out_array.shape[0]))
+        (res,) = self.local._bcast_((np, None, in_out_array.dtype.name, None), [in_out_array], root)
+        self.local._barrier_()
+        in_out_array[...] = res
+
+    def barrier(self):
+        self.local._barrier_()
+
+
+def test_nccl_communicator_buckets_with_a_fake_backend():
+    locals_ = distributed.local_group(2)
+    results = [None, None]
+
+    def rank_main(r):
+        fake = FakeNCCL(locals_[r])
+        comm = distributed.NCCLCommunicator(r, 2, nccl=fake, bucket_mb=24e-6, timeout=None)
+        params = comm.broadcast(_tree(r))
+        grads = comm.allreduce_mean(_tree(r))
+        comm.barrier()
+        results[r] = (params, grads, fake.log, comm.local_rank)
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(2)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    want = _expected_mean(2)
+    for r in range(2):
+        params, grads, log, local_rank = results[r]
+        assert local_rank == r
+        np.testing.assert_array_equal(params["w"], _tree(0)["w"])
+        np.testing.assert_allclose(grads["w"], want["w"])
+        np.testing.assert_allclose(grads["b"], want["b"])
+        # 24-byte buckets, leaves in sorted-key order: b (5 float64) -> 2 buckets, w (12 float32) -> 2,
+        # z (3 complex64) -> 1; one NCCL call per bucket
+        reduces = [e for e in log if e[0] == "all_reduce"]
+        assert [(dt, n) for _, dt, n in reduces] == [("float64", 3), ("float64", 2), ("float32", 6),
+                                                     ("float32", 6), ("complex64", 3)]
+
+
+# --- communicator selection ---------------------------------------------------------------
+@pytest.mark.parametrize("env, kind", [
+    ({}, "none"),
+    ({"PMI_SIZE": "2", "PMI_RANK": "1", "MPI_LOCALRANKID": "1"}, "mpi"),            # MPICH hydra
+    ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3"}, "mpi"),          # Open MPI
+    ({"PMIX_RANK": "0"}, "mpi"),                                                   # PMIx launchers
+    ({"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}, "nccl"),
+    ({"RANK": "0", "WORLD_SIZE": "1"}, "none"),                                    # one process
+    ({"PMI_SIZE": "2", "PMI_RANK": "0", "GPUAD_DISTRIBUTED": "none"}, "none"),     # explicit wins
+])
+def test_detect(env, kind):
+    assert detect(environ=env).kind == kind
+
+
+def test_detect_nccl_details():
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500",
+           "CUPYX_DISTRIBUTED_PORT": "13400"}
+    launch = detect(environ=env)
+    assert (launch.kind, launch.rank, launch.size, launch.local_rank) == ("nccl", 3, 4, 1)
+    assert (launch.host, launch.port) == ("node0", "13400")  # cupyx's own variables take precedence
+    # NCCL under mpiexec: rank and size from the MPI launcher
+    env = {"GPUAD_DISTRIBUTED": "nccl", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1",
+           "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
+    launch = detect(environ=env)
+    assert (launch.kind, launch.rank, launch.size, launch.local_rank) == ("nccl", 1, 2, 1)
+
+
+def test_detect_errors():
+    with pytest.raises(ValueError, match="unknown distributed backend 'gloo'"):
+        detect("gloo", environ={})
+    with pytest.raises(DistributedError, match="NCCL was requested but"):
+        detect("nccl", environ={})
+    with pytest.raises(DistributedError, match="RANK='x'"):
+        detect(environ={"RANK": "x", "WORLD_SIZE": "2"})
+
+
+def test_init_without_a_launcher_is_a_single_process(monkeypatch):
+    monkeypatch.setattr(distributed, "_current", None)
+    comm = distributed.init(environ={})
+    assert isinstance(comm, distributed.SingleProcessCommunicator) and comm.size == 1
+    assert distributed.init() is comm and distributed.current() is comm
+
+
+def test_init_nccl_needs_the_cupy_backend(monkeypatch):
+    import gpuad
+
+    monkeypatch.setattr(distributed, "_current", None)
+    gpuad.set_backend("numpy")
+    with pytest.raises(DistributedError, match="NCCL needs the cupy backend"):
+        distributed.init(environ={"RANK": "0", "WORLD_SIZE": "2"})
+
+
+def test_importing_gpuad_distributed_imports_no_mpi_or_cupy():
+    code = ("import sys, gpuad, gpuad.distributed; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mpi4py', 'cupy', 'cupyx')))")
+    env = {k: v for k, v in os.environ.items() if k != "GPUAD_BACKEND"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# --- real MPI: mpiexec -n 2 ----------------------------------------------------------------
+def _mpiexec():
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+def _mpi_skip_reason():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'gpuad[distributed]')"
+    if _mpiexec() is None:
+        return "mpiexec is not on PATH (pip install 'gpuad[distributed]' installs MPICH's)"
+    return None
+
+
+mpi = pytest.mark.skipif(_mpi_skip_reason() is not None, reason=str(_mpi_skip_reason()))
+
+
+def run_mpi(n, args, timeout=90, env=None):
+    """``mpiexec -n n python ARGS`` with a hard timeout: the whole process group is killed after it."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "OMPI_", "MPI_", "HYDRA"))}
+    full.update({"PYTHONPATH": str(ROOT), "GPUAD_BACKEND": "numpy", "OMP_NUM_THREADS": "1",
+                 "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    full.update(env or {})
+    t0 = time.monotonic()
+    proc = subprocess.Popen([_mpiexec(), "-n", str(n), sys.executable, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=full, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec -n {n} did not finish within {timeout} s (killed)\nstdout:\n{out}\nstderr:\n{err}")
+    return proc.returncode, out, err, time.monotonic() - t0
+
+
+def _script(tmp_path, body):
+    path = tmp_path / "job.py"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+COLLECTIVES = """
+    import json, sys
+    import numpy as np
+    from gpuad import distributed
+
+    comm = distributed.init(bucket_mb=float(sys.argv[1]), timeout=30)
+    r = comm.rank
+
+    def tree(rank):
+        x = rank + 1.0
+        return {"w": np.arange(12, dtype=np.float32).reshape(3, 4) * x, "b": np.full(5, x),
+                "none": None, "empty": np.zeros((0, 3), np.float32),
+                "z": [np.full(3, 1 + 2j * x, dtype=np.complex64), None], "i": np.arange(3) * x}
+
+    t = tree(r)
+    ints = {"i": t.pop("i").astype(np.int32)}
+    mean = comm.allreduce_mean(t)
+    total = comm.allreduce_sum(ints)
+    bc = comm.broadcast(tree(r), root=1)
+    comm.barrier()
+    trees = [tree(k) for k in range(comm.size)]
+    ok = {
+        "w": bool(np.allclose(mean["w"], sum(u["w"] for u in trees) / comm.size) and mean["w"].dtype == np.float32),
+        "b": bool(np.array_equal(mean["b"], sum(u["b"] for u in trees) / comm.size)),
+        "z": bool(np.allclose(mean["z"][0], sum(u["z"][0] for u in trees) / comm.size)
+                  and mean["z"][0].dtype == np.complex64),
+        "none": mean["none"] is None and mean["z"][1] is None,
+        "empty": mean["empty"].shape == (0, 3),
+        "int": bool(np.array_equal(total["i"], sum(u["i"] for u in trees).astype(np.int32))
+                    and total["i"].dtype == np.int32),
+        "bcast": bool(np.array_equal(bc["w"], trees[1]["w"]) and np.array_equal(bc["b"], trees[1]["b"])),
+    }
+    rows = comm.mpi_comm.gather({"rank": r, "size": comm.size, "kind": comm.backend, "ok": ok,
+                                 "calls": comm.collective_calls})
+    if r == 0:
+        print("\\n".join(json.dumps(row) for row in rows), flush=True)
+"""
+
+
+@mpi
+@pytest.mark.parametrize("bucket_mb", ["25", "0.000016"])
+def test_mpi_collectives(tmp_path, bucket_mb):
+    rc, out, err, _ = run_mpi(2, [_script(tmp_path, COLLECTIVES), bucket_mb])
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert sorted(row["rank"] for row in rows) == [0, 1]
+    for row in rows:
+        assert row["size"] == 2 and row["kind"] == "mpi"
+        assert all(row["ok"].values()), row
+    calls = rows[0]["calls"]
+    # 25 MB: float32, float64, complex64 (mean) + int32 (sum) + 3 (broadcast) buckets
+    assert calls == 7 if bucket_mb == "25" else calls > 7
+
+
+EQUIVALENCE = """
+    import json
+    import numpy as np
+    import gpuad
+    from gpuad import distributed, nn, optim, random
+    from gpuad.training import DigitsCNN
+
+    comm = distributed.init(timeout=60)
+    key = random.key(0, like=np.zeros(1))
+    k_init, k_x, k_y = random.split(key, 3)
+    model = DigitsCNN(channels=(4, 8), hidden=16)
+    x = np.asarray(random.uniform(k_x, (12, 1, 8, 8), dtype="float64"))  # one fixed batch
+    y = np.asarray(random.randint(k_y, (12,), 0, 10))
+
+    def loss(p, xb, yb):
+        return nn.cross_entropy(model.apply(p, xb), yb)
+
+    def run(params, grads_of):
+        opt = optim.adamw(1e-2, weight_decay=1e-4)
+        state = opt.init(params)
+        for _ in range(5):
+            params, state = opt.step(params, grads_of(params), state)
+        return params
+
+    lo, hi = comm.shard(12)
+    init = comm.broadcast(model.init(k_init, "float64"))
+    dist = run(init, lambda p: comm.allreduce_mean(gpuad.grad(loss)(p, x[lo:hi], y[lo:hi])))
+    single = run(model.init(k_init, "float64"), lambda p: gpuad.grad(loss)(p, x, y))
+    leaves_d, leaves_s = gpuad.tree_leaves(dist), gpuad.tree_leaves(single)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves_d, leaves_s))
+    scale = max(float(np.max(np.abs(b))) for b in leaves_s)
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves_s, gpuad.tree_leaves(init)))
+    same = comm.mpi_comm.allgather(b"".join(np.ascontiguousarray(a).tobytes() for a in leaves_d))
+    rows = comm.mpi_comm.gather({"rank": comm.rank, "diff": diff, "scale": scale, "moved": moved,
+                                 "ranks_agree": len(set(same)) == 1})
+    if comm.rank == 0:
+        print("\\n".join(json.dumps(row) for row in rows), flush=True)
+"""
+
+
+@mpi
+def test_mpi_training_equals_one_process_on_the_concatenated_batch(tmp_path):
+    rc, out, err, _ = run_mpi(2, [_script(tmp_path, EQUIVALENCE)])
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["ranks_agree"]
+        assert row["moved"] > 1e-3  # the steps did change the parameters
+        assert row["diff"] <= 1e-13 * max(1.0, row["scale"]), row  # float64 round-off
+
+
+CRASH = """
+    import os, sys, time
+    import numpy as np
+    from gpuad import distributed
+
+    comm = distributed.init(timeout=float(sys.argv[2]))
+    mode = sys.argv[1]
+    if comm.rank == 1:
+        if mode == "raise":
+            raise RuntimeError("rank 1 failed on purpose")
+        if mode == "kill":
+            os.kill(os.getpid(), 9)
+        if mode == "hang":
+            time.sleep(600)
+    comm.allreduce_mean({"g": np.ones(4)})
+    print("rank", comm.rank, "finished")
+"""
+
+
+@mpi
+@pytest.mark.parametrize("mode, expect", [
+    ("raise", "RuntimeError: rank 1 failed on purpose"),
+    ("kill", None),
+    ("hang", "did not complete within 3 s"),
+])
+def test_mpi_a_crashed_rank_fails_the_job_within_bounded_time(tmp_path, mode, expect):
+    rc, out, err, seconds = run_mpi(2, [_script(tmp_path, CRASH), mode, "3"], timeout=60)
+    assert rc != 0
+    assert "rank 0 finished" not in out
+    assert seconds < 45
+    if expect:
+        assert expect in err, err
+    if mode == "raise":
+        assert "calling MPI_Abort" in err
+
+
+@mpi
+def test_gpuad_train_distributed_matches_one_process(tmp_path):
+    common = ["--epochs", "1", "--batch-size", "64", "--dtype", "float64", "--no-progress", "--backend", "numpy"]
+    rc, out, err, _ = run_mpi(2, ["-m", "gpuad", "train", "--distributed", "--out", str(tmp_path / "two"), *common],
+                              timeout=180)
+    assert rc == 0, err
+    assert out.count("epoch   1/1") == 1  # rank 0 prints, rank 1 does not
+    assert "distributed: 2 process(es), mpi" in out
+    one = subprocess.run([sys.executable, "-m", "gpuad", "train", "--out", str(tmp_path / "one"), *common],
+                         capture_output=True, text=True, cwd=ROOT, timeout=180,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert m2["processes"] == 2 and m1["processes"] == 1
+    assert m2["test_accuracy"] == m1["test_accuracy"]
+    assert m2["history"][0]["train_accuracy"] == m1["history"][0]["train_accuracy"]
+    assert abs(m2["final_loss"] - m1["final_loss"]) < 1e-12
+    p1, p2 = np.load(tmp_path / "one" / "params.npz"), np.load(tmp_path / "two" / "params.npz")
+    for k in p1.files:
+        if k != "__metadata__":
+            np.testing.assert_allclose(p2[k], p1[k], rtol=0, atol=1e-13)
+
+
+@mpi
+def test_allreduce_benchmark_smoke():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.allreduce", "--only", "allreduce", "--sizes", "0.1",
+                             "--reps", "3", "--no-write"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the mpiexec job it started
+        pytest.fail("python -m bench.allreduce did not finish within 120 s (killed)")
+    assert proc.returncode == 0, err
+    assert "| 0.1 MB | 16 | 1 |" in out
+
+
+def test_cli_distributed_rejects_other_models(capsys, tmp_path):
+    from gpuad.cli import main
+
+    assert main(["train", "--distributed", "--model", "gpt", "--out", str(tmp_path), "--epochs", "1"]) == 2
+    assert "only --model cnn" in capsys.readouterr().err
+
+
+# --- real NCCL: two GPUs (ci/gpu.sh on a multi-GPU runner) -----------------------------------
+def _gpus():
+    from gpuad.backends import cupy as cupy_backend
+
+    ok, why = cupy_backend.probe()
+    if not ok:
+        return 0, f"CuPy backend not usable: {why}"
+    n = cupy_backend.device_count()
+    return n, f"needs 2 CUDA devices, found {n}"
+
+
+NCCL_JOB = """
+    import json, sys
+    import gpuad
+    gpuad.set_backend("cupy")
+    import cupy
+    from gpuad import distributed
+
+    comm = distributed.init(bucket_mb=float(sys.argv[1]), timeout=120)
+    r = comm.rank
+
+    def tree(rank):
+        return {"w": cupy.arange(12, dtype=cupy.float32).reshape(3, 4) * (rank + 1),
+                "b": cupy.full(5, rank + 1.0), "e": cupy.zeros((0, 2), dtype=cupy.float32), "n": None}
+
+    mean = comm.allreduce_mean(tree(r))
+    bc = comm.broadcast(tree(r), root=1)
+    comm.barrier()
+    ok = {
+        "kind": comm.backend == "nccl",
+        "device": mean["w"].device.id == r and isinstance(mean["w"], cupy.ndarray),
+        "w": bool(cupy.allclose(mean["w"], cupy.arange(12, dtype=cupy.float32).reshape(3, 4) * 1.5)),
+        "b": bool(cupy.all(mean["b"] == 1.5)),
+        "empty": mean["e"].shape == (0, 2) and mean["n"] is None,
+        "bcast": bool(cupy.all(bc["b"] == 2.0)),
+    }
+    print(json.dumps({"rank": r, "ok": ok}), flush=True)
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpus()[0] < 2, reason=_gpus()[1])
+@pytest.mark.parametrize("bucket_mb", ["25", "0.000016"])
+def test_nccl_two_gpus(tmp_path, bucket_mb):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = _script(tmp_path, NCCL_JOB)
+    procs = []
+    for r in range(2):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "OMPI_", "MPI_"))}
+        env.update({"PYTHONPATH": str(ROOT), "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                    "CUPYX_DISTRIBUTED_HOST": "127.0.0.1", "CUPYX_DISTRIBUTED_PORT": str(port)})
+        procs.append(subprocess.Popen([sys.executable, script, bucket_mb], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                                      start_new_session=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=180))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("the NCCL job did not finish within 180 s (killed)")
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        row = json.loads(out.strip().splitlines()[-1])
+        assert all(row["ok"].values()), row
