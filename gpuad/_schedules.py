@@ -78,34 +78,7 @@ def revolve_actions(l, s):
         raise ValueError(f"revolve: the chain needs at least one step, got {l}")
     if s < 1:
         raise ValueError(f"revolve: snapshots must be >= 1 (the input counts as one), got {s}")
-    out = [("snapshot", 0)]
-    # Iterative form of the recursion (no recursion limit for long chains):
-    # a task is (start, end, s, first) with the state at `start` current
-    # when first, else restored from its snapshot.
-    stack = [("rev", 0, l, s)]
-    while stack:
-        task = stack.pop()
-        if task[0] != "rev":
-            out.append(task)
-            continue
-        _, start, end, ss = task
-        n = end - start
-        if n == 1:
-            out += [("tape", start, end), ("reverse", start, end)]
-            continue
-        if ss == 1:
-            for i in range(end - 1, start - 1, -1):
-                if i < end - 1:
-                    out.append(("restore", start))
-                if i > start:
-                    out.append(("advance", start, i))
-                out += [("tape", i, i + 1), ("reverse", i, i + 1)]
-            continue
-        m = start + _revolve_split(n, ss)
-        out += [("advance", start, m), ("snapshot", m)]
-        # pushed in reverse order of execution
-        stack += [("rev", start, m, ss), ("restore", start), ("drop", m), ("rev", m, end, ss - 1)]
-    return out
+    return _split_reversal(l, s, _revolve_split)
 
 
 def bisection_actions(l, s):
@@ -118,6 +91,19 @@ def bisection_actions(l, s):
     """
     if l < 1 or s < 1:
         raise ValueError(f"bisection: need l >= 1 and s >= 1, got l={l}, s={s}")
+    return _split_reversal(l, s, lambda n, ss: n // 2)
+
+
+def _split_reversal(l, s, split):
+    """Actions of a recursive split reversal: revolve or bisection, by ``split(n, s)``.
+
+    The chain ``[start, end)`` is advanced to ``start + split(n, s)``, that
+    state snapshotted, the right part reversed with one snapshot less, then
+    the left part with ``s``; with one snapshot left every step is re-advanced
+    from the start.  Iterative (no recursion limit for long chains): a task is
+    ``("rev", start, end, s)`` or an action, pushed in reverse order of
+    execution.
+    """
     out = [("snapshot", 0)]
     stack = [("rev", 0, l, s)]
     while stack:
@@ -138,7 +124,7 @@ def bisection_actions(l, s):
                     out.append(("advance", start, i))
                 out += [("tape", i, i + 1), ("reverse", i, i + 1)]
             continue
-        m = start + n // 2
+        m = start + split(n, ss)
         out += [("advance", start, m), ("snapshot", m)]
         stack += [("rev", start, m, ss), ("restore", start), ("drop", m), ("rev", m, end, ss - 1)]
     return out
