@@ -87,6 +87,16 @@ pow = defop(
 power = pow
 
 # --- unary math -------------------------------------------------------------
+def _tanh_grad(g, ans):
+    # g * (1 - ans^2) with one temporary: t is fresh, so updating it in place
+    # is invisible; -(a^2) + 1 == 1 - a^2 and t * g == g * t exactly.
+    t = ans * ans
+    t *= -1.0
+    t += 1.0
+    t *= g
+    return t
+
+
 # ``fused=`` gives g * f'(x) as one expression on plain arrays for the hot ops
 # (NOTE [fused primitives]); it must compute exactly what ``deriv`` does.
 _LN2 = math.log(2.0)
@@ -117,7 +127,7 @@ atan = defunary("atan", lambda xp, x: xp.atan(x), lambda ans, x: reciprocal(squa
 sinh = defunary("sinh", lambda xp, x: xp.sinh(x), lambda ans, x: cosh(x))
 cosh = defunary("cosh", lambda xp, x: xp.cosh(x), lambda ans, x: sinh(x))
 tanh = defunary("tanh", lambda xp, x: xp.tanh(x), lambda ans, x: 1.0 - square(ans), uses="ans",
-                fused=lambda xp, g, ans: g * (1.0 - ans * ans))
+                fused=lambda xp, g, ans: _tanh_grad(g, ans))
 asinh = defunary("asinh", lambda xp, x: xp.asinh(x), lambda ans, x: reciprocal(sqrt(square(x) + 1.0)))
 acosh = defunary("acosh", lambda xp, x: xp.acosh(x), lambda ans, x: reciprocal(sqrt(square(x) - 1.0)))
 atanh = defunary("atanh", lambda xp, x: xp.atanh(x), lambda ans, x: reciprocal(1.0 - square(x)))
