@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._registry import defop
-from ._manipulation import expand_dims, matrix_transpose, squeeze
+from ._manipulation import expand_dims, matrix_transpose, reshape, squeeze
 
 __all__ = ["matmul"]
 
@@ -29,13 +29,33 @@ def _vjp_a(g, ans, a, b):
 
 
 def _vjp_b(g, ans, a, b):
+    if b.ndim == 2 and a.ndim > 2:
+        # NOTE [stacked @ matrix]: a weight shared by every row of a stack gets
+        # one GEMM over the flattened rows, not a (B, k, n) stack summed after.
+        rows = _rows(a.shape)
+        return matmul(matrix_transpose(reshape(a, (rows, a.shape[-1]))), reshape(g, (rows, g.shape[-1])))
     g2, a2, b2 = _promote(g, a, b)
     db = matmul(matrix_transpose(a2), g2)
     return squeeze(db, -1) if b.ndim == 1 else db
 
 
+def _rows(shape):
+    n = 1
+    for s in shape[:-1]:
+        n *= s
+    return n
+
+
+def _matmul_impl(xp, a, b):
+    if a.ndim > 2 and b.ndim == 2:
+        # One GEMM over the flattened rows (NOTE [stacked @ matrix]).
+        out = xp.matmul(xp.reshape(a, (_rows(a.shape), a.shape[-1])), b)
+        return xp.reshape(out, tuple(a.shape[:-1]) + (b.shape[-1],))
+    return xp.matmul(a, b)
+
+
 matmul = defop(
-    "matmul", lambda xp, a, b: xp.matmul(a, b),
+    "matmul", _matmul_impl,
     vjp=(_vjp_a, _vjp_b),
     jvp=(lambda t, ans, a, b: matmul(t, b), lambda t, ans, a, b: matmul(a, t)),
     keep_args=(0, 1), keep_ans=False)

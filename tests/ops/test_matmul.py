@@ -62,3 +62,13 @@ def test_matmul_hypothesis(cpu_backend, shapes, seed):
     a = random_array(cpu_backend, sa, seed)
     b = random_array(cpu_backend, sb, seed + 1)
     check_grads(xp.matmul, (a, b), order=2)
+
+
+@pytest.mark.parametrize("sa,sb", [((2, 0, 0), (0, 3)), ((0, 2, 3), (3, 4)), ((2, 3, 0), (0, 4)), ((4, 2, 3), (3, 5))])
+def test_stacked_times_matrix_uses_flattened_rows(backend, sa, sb):
+    # NOTE [stacked @ matrix]: same values and gradients as the batched product
+    a = random_array(backend, sa, 5)
+    b = random_array(backend, sb, 6)
+    out = xp.matmul(a, b)
+    np.testing.assert_allclose(backend.to_numpy(out), backend.to_numpy(a) @ backend.to_numpy(b), rtol=1e-12)
+    check_grads(xp.matmul, (a, b), order=2)
