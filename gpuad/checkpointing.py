@@ -31,6 +31,8 @@ import contextvars
 import functools
 
 from ._core import Trace, Tracer, bind, full_unbox, new_trace
+from .custom import _Call
+from .custom import _flat_out as _flat_tree
 from ._forward import JVPTracer
 from ._registry import Primitive, Spec
 from ._reverse import Node, VJPTrace, VJPTracer, backward, recorded
@@ -223,23 +225,13 @@ def _leaked(outs, trace, who):
             )
 
 
-class _Call:
-    __slots__ = ("in_td", "out_td", "kwargs")
-
-    def __init__(self, in_td, kwargs):
-        self.in_td, self.out_td, self.kwargs = in_td, None, kwargs
-
-
 def _flat_out(call, out, who):
-    leaves, td = tree_flatten(out)
-    if call.out_td is None:
-        call.out_td = td
-    elif call.out_td != td:
-        raise ValueError(f"{who}: output structure {td!r} differs from the first run's {call.out_td!r}")
+    """``custom._flat_out`` (one output structure per call), plus: arrays only."""
+    leaves = _flat_tree(call, out, who)
     for o in leaves:
         if not hasattr(o, "shape"):
             raise TypeError(f"{who}: the function must return arrays, got {type(o).__name__}")
-    return tuple(leaves)
+    return leaves
 
 
 # ---------------------------------------------------------------- checkpoint

@@ -30,13 +30,15 @@ __all__ = ["custom_vjp", "custom_jvp"]
 
 
 class _Call:
-    """Per-call static data: the input structure, and the output structure once known."""
+    """Per-call static data: the input structure, the output structure once
+    known, and keyword arguments passed through unchanged (checkpointing)."""
 
-    __slots__ = ("in_td", "out_td")
+    __slots__ = ("in_td", "out_td", "kwargs")
 
-    def __init__(self, in_td):
+    def __init__(self, in_td, kwargs=None):
         self.in_td = in_td
         self.out_td = None
+        self.kwargs = {} if kwargs is None else kwargs
 
     def __repr__(self):
         return f"_Call({self.in_td!r} -> {self.out_td!r})"
