@@ -128,16 +128,16 @@ class Primitive:
             if isinstance(a, Tracer):
                 if self.nondiff:
                     return self.impl(tuple(full_unbox(a) for a in args), params)
+                if len(args) == 1 and self.composite is None and a._trace.alive:
+                    return a._trace.process(self, args, params)  # what bind does for one argument
                 return bind(self, args, params)
         xp = namespace_of(args, self.name)
-        impls = self.impls
-        return (impls[xp] if xp in impls else self.impl_default)(xp, *args, **params)
+        return self.impls.get(xp, self.impl_default)(xp, *args, **params)
 
     def impl(self, args, params):
         """Run the implementation on plain arrays (no tracers)."""
         xp = namespace_of(args, self.name)
-        impls = self.impls
-        return (impls[xp] if xp in impls else self.impl_default)(xp, *args, **params)
+        return self.impls.get(xp, self.impl_default)(xp, *args, **params)
 
     def vjp_rule(self, i):
         if self.vjp_variadic is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 
 from . import ops
+from ._backend import namespace_of
 from ._core import Trace, Tracer, bind
 from ._registry import Spec
 
@@ -109,37 +110,54 @@ class VJPTrace(Trace):
         return VJPTracer(self, x, Node(None, (), (), None, None), 0)
 
     def process(self, prim, args, params):
-        primals = []
-        parents = []
-        kept = []
         keep = prim.keep_args
-        nested = False  # does any primal carry a lower-level tracer?
-        i = 0
-        for a in args:
-            if type(a) is VJPTracer and a._trace is self:
-                p = a._primal
-                parents.append((a._node, a._index))
+        if len(args) == 1:  # NOTE [unary fast path]: the same steps as below, unrolled
+            p = args[0]
+            if type(p) is VJPTracer and p._trace is self:
+                parents = ((p._node, p._index),)
+                p = p._primal
             else:
-                p = a
-                parents.append(None)
-            primals.append(p)
-            if i in keep or not hasattr(p, "shape"):
-                kept.append(p)
-            else:
-                kept.append(Spec(p))
-            if isinstance(p, Tracer):
-                nested = True
-            i += 1
+                parents = (None,)
+            primals = (p,)
+            kept = primals if keep or not hasattr(p, "shape") else (Spec(p),)
+            nested = isinstance(p, Tracer)
+        else:
+            primals = []
+            parents = []
+            kept = []
+            nested = False  # does any primal carry a lower-level tracer?
+            i = 0
+            for a in args:
+                if type(a) is VJPTracer and a._trace is self:
+                    p = a._primal
+                    parents.append((a._node, a._index))
+                else:
+                    p = a
+                    parents.append(None)
+                primals.append(p)
+                if i in keep or not hasattr(p, "shape"):
+                    kept.append(p)
+                else:
+                    kept.append(Spec(p))
+                if isinstance(p, Tracer):
+                    nested = True
+                i += 1
+            parents = tuple(parents)
+            kept = tuple(kept)
         if prim.custom is not None:
-            return prim.custom.process_vjp(self, prim, primals, tuple(parents), params)
-        ans = bind(prim, primals, params) if nested else prim.impl(primals, params)
+            return prim.custom.process_vjp(self, prim, primals, parents, params)
+        if nested:
+            ans = bind(prim, primals, params)
+        else:  # prim.impl(primals, params), inlined: this is the hottest line of the tape
+            xp = namespace_of(primals, prim.name)
+            ans = prim.impls.get(xp, prim.impl_default)(xp, *primals, **params)
         if prim.multiple_results:
-            node = Node(prim, tuple(parents), tuple(kept), ans if prim.keep_ans else None, params,
+            node = Node(prim, parents, kept, ans if prim.keep_ans else None, params,
                         tuple(Spec(a) for a in ans))
             if _observer is not None:
                 _observer.saved(node)
             return tuple(VJPTracer(self, a, node, i) for i, a in enumerate(ans))
-        node = Node(prim, tuple(parents), tuple(kept), ans if prim.keep_ans else None, params)
+        node = Node(prim, parents, kept, ans if prim.keep_ans else None, params)
         if _observer is not None:
             _observer.saved(node)
         return VJPTracer(self, ans, node, 0)
@@ -227,10 +245,17 @@ def backward(roots, free):
             g = tuple(c if c is not None else _zeros(s) for c, s in zip(cts, node.out_specs))
         else:
             g = cts[0]
-        contributions = prim.custom.backward(node, g) if prim.custom is not None else None
         args = node.args
-        vjps = prim.vjps
-        for i, parent in enumerate(node.parents):
+        if prim.custom is not None:
+            contributions = prim.custom.backward(node, g)
+        else:
+            contributions = None
+            vjps = prim.vjps
+            ans = node.ans
+            params = node.params
+        i = -1
+        for parent in node.parents:
+            i += 1
             if parent is None:
                 continue
             if contributions is not None:
@@ -239,15 +264,21 @@ def backward(roots, free):
                 rule = vjps[i] if i < len(vjps) else None
                 if rule is None:
                     rule = prim.vjp_rule(i)  # variadic, or raises naming op and argument
-                ct = rule(g, node.ans, *args, **node.params)
+                ct = rule(g, ans, *args, **params) if params else rule(g, ans, *args)
             if ct is None:
                 continue
             a = args[i]
             if ct.shape != a.shape or ct.dtype != a.dtype:
                 ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
-            _accumulate(pending, owned, parent[0], parent[1], ct)
+            pnode = parent[0]
+            slot = pending.get(pnode)
+            if slot is None and pnode.nout == 1:
+                pending[pnode] = [ct]
+            else:
+                _accumulate(pending, owned, pnode, parent[1], ct)
         if free:
             _release(node)
+            args = ans = None  # no local may keep a released residual alive
     return leaves
 
 
