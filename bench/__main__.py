@@ -40,7 +40,8 @@ def main(argv=None):
     p.add_argument("--peers", default="all", help="'all' (default), 'none', or e.g. 'torch,autograd'")
     p.add_argument("--max-wait", type=float, default=None,
                    help="seconds to wait for a quiet machine before each workload (default 60; quick 0)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements of the tanh step (tracemalloc and RSS)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory measurements of the tanh step (tracemalloc and RSS)")
     p.add_argument("--out", type=Path, default=None, help="directory for the results (default bench/results)")
     p.add_argument("--record", action="store_true", help="also rewrite bench/RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="print only; write nothing")

@@ -74,7 +74,8 @@ def measure(cases, cfg, timeout=300):
         try:
             res = subprocess.run([sys.executable, "-m", "bench.rss", case, json.dumps(cfg)], cwd=ROOT, env=env,
                                  capture_output=True, text=True, timeout=timeout)
-            out[case] = json.loads(res.stdout.strip().splitlines()[-1])["peak_extra_MiB"] if res.returncode == 0 else None
+            ok = res.returncode == 0
+            out[case] = json.loads(res.stdout.strip().splitlines()[-1])["peak_extra_MiB"] if ok else None
         except (subprocess.SubprocessError, ValueError, IndexError, KeyError):
             out[case] = None
     return out

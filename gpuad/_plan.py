@@ -135,13 +135,15 @@ def plan_checkpoints(steps, *, strategy="auto", segments=None, snapshots=None, b
     elif strategy == "uniform":
         k = _isqrt_segments(l) if segments is None else segments
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= l:
-            raise ValueError(f"checkpoint_sequential: segments must be an int in [1, {l}] for {l} steps, got {segments!r}")
+            raise ValueError(
+                f"checkpoint_sequential: segments must be an int in [1, {l}] for {l} steps, got {segments!r}")
         rep.segments = k
         acts = S.uniform_actions(l, k)
     elif strategy in ("revolve", "bisection"):
         s = max(1, (l - 1).bit_length()) if snapshots is None else snapshots
         if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"checkpoint_sequential: snapshots must be an int >= 1 (the input counts as one), got {snapshots!r}")
+            raise ValueError(
+                f"checkpoint_sequential: snapshots must be an int >= 1 (the input counts as one), got {snapshots!r}")
         rep.snapshots = s
         if strategy == "revolve":
             rep.minimal_advances = S.binomial_advances(l, s)

@@ -129,7 +129,8 @@ class custom_vjp(_CustomBase):
             else:
                 leaves, td = tree_flatten(ct)
                 if td != sub:
-                    raise ValueError(f"{self.prim.name}: bwd cotangent structure {td!r} does not match the argument's {sub!r}")
+                    raise ValueError(
+                        f"{self.prim.name}: bwd cotangent structure {td!r} does not match the argument's {sub!r}")
                 flat.extend(leaves)
         return flat
 
