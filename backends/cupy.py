@@ -4,6 +4,16 @@ Detection never raises: CuPy may be missing, installed without a driver
 (``getDeviceCount`` raises ``CUDARuntimeError``), or unable to compile a
 kernel (missing NVRTC, unsupported architecture).  ``probe`` tries all three
 and says which failed.  CuPy is imported only when probed or used.
+
+# NOTE [pool limit]: ``GPUAD_GPU_MEMORY_LIMIT`` (syntax:
+# ``gpuad._device_memory.parse_memory_limit``) caps CuPy's default memory
+# pool.  CuPy's limit is per device, so it is applied to the current device
+# when the backend is first used (``namespace``, ``register_overrides`` when
+# CuPy arrays first reach gpuad, ``memory_stats``), and again to the device
+# :func:`use_device` selects.  A value that does not parse raises
+# ``ValueError`` at that point, naming the variable and the value, and again
+# at every later ``namespace``/``memory_stats`` call (it is never marked
+# applied).
 """
 
 from __future__ import annotations
@@ -110,10 +120,68 @@ def _probe():
     return True, f"CuPy {cupy.__version__}, {n} CUDA device(s), device 0: {name}"
 
 
+#: Whether the pool limit was applied (NOTE [pool limit]); tests reset it to False.
+_limit_applied = False
+
+
+def apply_memory_limit(environ=None):
+    """Apply ``GPUAD_GPU_MEMORY_LIMIT`` to CuPy's default pool on the current device.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        Where to read the variable (default ``os.environ``).
+
+    Returns
+    -------
+    MemoryLimit or None
+        The limit applied; ``None`` when the variable is unset or empty
+        (the pool is left as it is).
+
+    Raises
+    ------
+    ValueError
+        When the value is not a memory limit (the message names both).
+    """
+    global _limit_applied
+    import os
+
+    from gpuad._device_memory import MEMORY_LIMIT_ENV, parse_memory_limit
+
+    env = os.environ if environ is None else environ
+    limit = parse_memory_limit(env.get(MEMORY_LIMIT_ENV))
+    if limit is not None:
+        import cupy
+
+        pool = cupy.get_default_memory_pool()
+        if limit.size is not None:
+            pool.set_limit(size=limit.size)
+        else:
+            pool.set_limit(fraction=limit.fraction)
+    _limit_applied = True
+    return limit
+
+
+def is_out_of_memory(exc):
+    """Whether ``exc`` is CuPy's ``OutOfMemoryError``; never imports CuPy.
+
+    An exception cannot come from CuPy unless CuPy is already in ``sys.modules``.
+    """
+    import sys
+
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return False
+    cls = getattr(getattr(getattr(cupy, "cuda", None), "memory", None), "OutOfMemoryError", None)
+    return isinstance(cls, type) and isinstance(exc, cls)
+
+
 def namespace():
     ok, reason = probe()
     if not ok:
         raise RuntimeError(f"the cupy backend is not usable: {reason}")
+    if not _limit_applied:
+        apply_memory_limit()
     import array_api_compat.cupy as xp
 
     return xp
@@ -142,14 +210,24 @@ def devices():
 
 
 def memory_stats():
-    """CuPy memory-pool usage of the current device; empty when not usable."""
+    """CuPy memory-pool usage of the current device; empty when not usable.
+
+    ``pool_used_bytes``, ``pool_total_bytes``, ``pool_limit_bytes`` (only
+    when a limit is set, NOTE [pool limit]), ``device_free_bytes`` and
+    ``device_total_bytes``.
+    """
     ok, _ = probe()
     if not ok:
         return {}
     import cupy
 
+    if not _limit_applied:
+        apply_memory_limit()
     pool = cupy.get_default_memory_pool()
     stats = {"pool_used_bytes": int(pool.used_bytes()), "pool_total_bytes": int(pool.total_bytes())}
+    limit = int(pool.get_limit())
+    if limit > 0:  # 0: no limit
+        stats["pool_limit_bytes"] = limit
     try:
         free, total = cupy.cuda.runtime.memGetInfo()
         stats.update(device_free_bytes=int(free), device_total_bytes=int(total))
@@ -204,6 +282,8 @@ def register_overrides(ns):
         prim = PRIMITIVES.get(k.primitive)
         if prim is not None:
             override(k.primitive, ns, _kernel_impl(k, prim.impl_default))
+    if not _limit_applied:  # last: a bad value raises here, and the kernels are in place anyway
+        apply_memory_limit()
 
 
 #: Kernel name -> built ``cupy.ElementwiseKernel`` (see :func:`_elementwise`).
@@ -308,10 +388,14 @@ def device_count():
 
 
 def use_device(index):
-    """Make CUDA device ``index`` current for this process (one GPU per rank)."""
+    """Make CUDA device ``index`` current for this process (one GPU per rank).
+
+    The pool limit is applied to that device (NOTE [pool limit]).
+    """
     import cupy
 
     cupy.cuda.Device(int(index)).use()
+    apply_memory_limit()
 
 
 def comm_buffer(x):

@@ -40,6 +40,7 @@ __all__ = [
     "grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "hessian", "hvp",
     "stop_gradient", "custom_vjp", "custom_jvp", "set_backend", "get_backend", "xp", "nn",
     "testing", "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "PRIMITIVES",
+    "OutOfMemoryError",
 ]
 
 
@@ -57,6 +58,7 @@ _LAZY = {
     "checkpoint": ("gpuad.checkpointing", "checkpoint"),
     "checkpoint_sequential": ("gpuad.checkpointing", "checkpoint_sequential"),
     "plan_checkpoints": ("gpuad.checkpointing", "plan_checkpoints"),
+    "OutOfMemoryError": ("gpuad._device_memory", "OutOfMemoryError"),
 }
 
 

@@ -91,8 +91,8 @@ def collect_info(backend=None):
         if name == choice.name:
             try:
                 entry["memory"] = dict(mod.memory_stats())
-            except Exception:  # noqa: BLE001
-                entry["memory"] = {}
+            except Exception as e:  # noqa: BLE001 - e.g. a GPUAD_GPU_MEMORY_LIMIT that does not parse
+                entry["memory"] = {"error": f"{type(e).__name__}: {e}"}
         backends[name] = entry
 
     cupy_version = backends["cupy"]["version"]
@@ -112,8 +112,8 @@ def collect_info(backend=None):
         "array-api-strict": _dist_version("array-api-strict") or _module_version("array_api_strict")
         or "not installed",
     }
-    env = {k: os.environ[k] for k in ("GPUAD_BACKEND", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
-           if k in os.environ}
+    env_keys = ("GPUAD_BACKEND", "GPUAD_GPU_MEMORY_LIMIT", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+    env = {k: os.environ[k] for k in env_keys if k in os.environ}
     return {
         "backend": choice.name,
         "requested": choice.requested,

@@ -38,13 +38,14 @@ import weakref
 from dataclasses import dataclass, field
 
 from ._core import full_unbox
+from ._device_memory import OutOfMemoryError, parse_memory_limit
 from ._registry import Spec
 from ._reverse import get_tape_observer, set_tape_observer
 from ._tree import tree_flatten
 
 __all__ = [
     "Accountant", "MemoryReport", "track", "enable", "disable", "current", "live_bytes",
-    "report", "residual_arrays", "nbytes_of",
+    "report", "residual_arrays", "nbytes_of", "OutOfMemoryError", "parse_memory_limit",
 ]
 
 
@@ -67,7 +68,8 @@ class MemoryReport:
         Tape nodes recorded and freed during the block.
     pool : dict
         Memory-pool statistics of the backends seen (CuPy:
-        ``pool_used_bytes``, ``pool_total_bytes``, ...); empty on NumPy.
+        ``pool_used_bytes``, ``pool_total_bytes``, ``pool_limit_bytes`` when
+        ``GPUAD_GPU_MEMORY_LIMIT`` is set, ...); empty on NumPy.
     """
 
     live_bytes: int = 0

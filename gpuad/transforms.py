@@ -50,8 +50,40 @@ def _vjp_flat(f, args, diff_leaves_idx, fname):
             tr = trace.new_input(leaves[i])
             boxed[i] = tr
             nodes.append(tr._node)
-        out = f(*tree_unflatten(td, boxed))
+        with _explain_out_of_memory(fname, "forward"):
+            out = f(*tree_unflatten(td, boxed))
     return trace, out, nodes
+
+
+class _explain_out_of_memory:
+    """Re-raise a backend's out-of-memory error with the tape's bytes and a hint.
+
+    See NOTE [one wrap] in ``gpuad._device_memory`` (imported only when a
+    ``MemoryError`` passes, so the normal path costs nothing).
+    """
+
+    __slots__ = ("fname", "phase")
+
+    def __init__(self, fname, phase):
+        self.fname = fname
+        self.phase = phase
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, MemoryError):
+            from ._device_memory import needs_explaining, out_of_memory
+
+            if needs_explaining(exc):
+                raise out_of_memory(exc, self.fname, self.phase) from exc
+        return False
+
+
+def _backward(roots, free, fname):
+    """:func:`backward`, with out-of-memory errors explained."""
+    with _explain_out_of_memory(fname, "backward"):
+        return backward(roots, free=free)
 
 
 def _unbox_outputs(trace, out, fname):
@@ -126,7 +158,7 @@ def vjp(f, *primals, has_aux=False):
                 )
             if r is not None:
                 roots.append((r, c))
-        grads = backward(roots, free=False)
+        grads = _backward(roots, False, "vjp")
         return tree_unflatten(in_td, _cotangents_to_inputs(nodes, leaves, grads))
 
     out_value = tree_unflatten(out_td, values)
@@ -165,10 +197,12 @@ def value_and_grad(f, argnums=0, has_aux=False):
                 "use jacrev or vjp for non-scalar outputs, or reduce with xp.sum"
             )
         if not is_floating(out.dtype):
-            raise TypeError(f"grad: the function returned dtype {out.dtype}; only floating outputs can be differentiated")
+            raise TypeError(
+                f"grad: the function returned dtype {out.dtype}; only floating outputs can be differentiated")
         if isinstance(out, VJPTracer) and out._trace is trace:
             value = out._primal
-            grads = backward([((out._node, out._index), ops.ones_like(full_unbox(value)))], free=True)
+            root = ((out._node, out._index), ops.ones_like(full_unbox(value)))
+            grads = _backward([root], True, "grad")
         else:
             value, grads = out, {}
         all_leaves = tree_flatten(tuple(args))[0]
@@ -234,7 +268,8 @@ def jvp(f, primals, tangents):
     trace = JVPTrace()
     with new_trace(trace):
         boxed = [JVPTracer(trace, p, t) for p, t in zip(p_leaves, t_leaves)]
-        out = f(*tree_unflatten(p_td, boxed))
+        with _explain_out_of_memory("jvp", "forward"):
+            out = f(*tree_unflatten(p_td, boxed))
     o_leaves, o_td = tree_flatten(out)
     outs, touts = [], []
     for o in o_leaves:

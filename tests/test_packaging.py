@@ -229,6 +229,7 @@ def test_real_cupy_without_gpu(tmp_path_factory, wheel_path, tmp_path):
                   "print(json.dumps([c.probe(), c.version()]))"], cwd=tmp_path, env=_clean_env())
     (ok, reason), version = json.loads(probe.stdout.strip().splitlines()[-1])
     assert version, "cupy installed but version() is None"
+    _check_real_oom(py, tmp_path)
     info = subprocess.run([str(py), "-m", "gpuad", "info"], capture_output=True, text=True, cwd=tmp_path,
                           env=_clean_env(GPUAD_BACKEND="cupy"), timeout=300)
     if ok:  # a CUDA machine: cupy is chosen
@@ -242,3 +243,37 @@ def test_real_cupy_without_gpu(tmp_path_factory, wheel_path, tmp_path):
         assert len(err.splitlines()) == 1, err
         auto = _run([str(py), "-m", "gpuad", "info"], cwd=tmp_path, env=_clean_env())
         assert "backend: numpy" in auto.stdout and reason in auto.stdout
+
+
+_REAL_OOM = """
+import json, pickle
+import numpy as np
+import cupy
+import gpuad
+from gpuad import xp
+from gpuad.backends import cupy as c
+
+E = cupy.cuda.memory.OutOfMemoryError
+assert c.is_out_of_memory(E(1024, 0)) and not c.is_out_of_memory(MemoryError())
+
+def f(x):
+    y = xp.exp(x)            # the tape keeps y: 80 bytes
+    raise E(1024, 0)         # what CuPy's allocator raises, with its own constructor
+
+try:
+    gpuad.grad(f)(np.linspace(0.0, 1.0, 10))
+except E as e:
+    assert isinstance(e, gpuad.OutOfMemoryError) and isinstance(e, MemoryError), type(e).__mro__
+    assert type(e.__cause__) is E, repr(e.__cause__)
+    back = pickle.loads(pickle.dumps(e))
+    assert isinstance(back, E) and str(back) == str(e)
+    print(json.dumps({"message": str(e), "tape_bytes": e.tape_bytes}))
+"""
+
+
+def _check_real_oom(py, cwd):
+    """CuPy's real OutOfMemoryError is recognised and re-raised with the tape's bytes."""
+    proc = _run([str(py), "-c", _REAL_OOM], cwd=cwd, env=_clean_env())
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["message"].startswith("Out of memory allocating 1,024 bytes"), out
+    assert out["tape_bytes"] == 80 and "checkpoint_sequential" in out["message"], out

@@ -77,13 +77,36 @@ def make_fake_cupy(device_count=1, count_error=None, smoke_error=None, smoke_res
     cupy.ElementwiseKernel = ElementwiseKernel
 
     class _Pool:
+        """CuPy's pool API: the limit is in bytes, 0 meaning none; a fraction is of 16 GiB."""
+
+        def __init__(self):
+            self.limit, self.set_calls = 0, []
+
         def used_bytes(self):
             return 0
 
         def total_bytes(self):
             return 0
 
-    cupy.get_default_memory_pool = _Pool
+        def get_limit(self):
+            return self.limit
+
+        def set_limit(self, size=None, fraction=None):
+            self.set_calls.append((calls["device"], size, fraction))
+            self.limit = size if size is not None else int(fraction * 16 * 2**30)
+
+    pool = _Pool()
+    calls["device"] = 0
+
+    class Device:
+        def __init__(self, i):
+            self.i = i
+
+        def use(self):
+            calls["device"] = self.i
+
+    cupy.cuda.Device = Device
+    cupy.get_default_memory_pool = lambda: pool
     cupy._calls = calls
     return cupy
 
@@ -92,8 +115,10 @@ def make_fake_cupy(device_count=1, count_error=None, smoke_error=None, smoke_res
 def fresh_state(monkeypatch):
     """Forget the cached probe and backend choice; both are restored afterwards."""
     monkeypatch.setattr(cupy_backend, "_probe_result", None)
+    monkeypatch.setattr(cupy_backend, "_limit_applied", False)
     monkeypatch.setattr(_backend, "_choice", None)
     monkeypatch.delenv("GPUAD_BACKEND", raising=False)
+    monkeypatch.delenv("GPUAD_GPU_MEMORY_LIMIT", raising=False)
     yield
 
 
@@ -109,7 +134,8 @@ def fake_cupy(monkeypatch):
     return install
 
 
-NO_DRIVER = CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+NO_DRIVER = CUDARuntimeError(
+    "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
 NO_DEVICE = CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
 NVRTC = CompileException("nvrtc: error: invalid value for --gpu-architecture (-arch)\n\n1 error detected")
 
@@ -256,3 +282,76 @@ def test_cli_info_with_broken_cupy(fake_cupy, monkeypatch, capsys):
     assert captured.out == ""
     assert err.startswith("gpuad: error:") and "cudaErrorInsufficientDriver" in err
     assert len(err.splitlines()) == 1
+
+
+# -- GPUAD_GPU_MEMORY_LIMIT (NOTE [pool limit]) -----------------------------------
+
+
+@pytest.mark.parametrize("value,limit", [("8GiB", 8 * 2**30), ("512MB", 512 * 10**6), ("25%", 4 * 2**30)])
+def test_pool_limit_from_env(fake_cupy, monkeypatch, value, limit):
+    fake = fake_cupy()
+    monkeypatch.setenv("GPUAD_GPU_MEMORY_LIMIT", value)
+    assert cupy_backend.memory_stats()["pool_limit_bytes"] == limit
+    cupy_backend.memory_stats()
+    pool = fake.get_default_memory_pool()
+    assert pool.set_calls == [(0, limit, None) if "%" not in value else (0, None, 0.25)]  # applied once
+
+
+def test_no_limit_leaves_pool_alone(fake_cupy):
+    fake = fake_cupy()
+    stats = cupy_backend.memory_stats()
+    assert "pool_limit_bytes" not in stats and stats["pool_used_bytes"] == 0
+    assert fake.get_default_memory_pool().set_calls == []
+
+
+def test_pool_limit_garbage_is_an_error(fake_cupy, monkeypatch):
+    fake_cupy()
+    monkeypatch.setenv("GPUAD_GPU_MEMORY_LIMIT", "8 gigs")
+    for call in (cupy_backend.namespace, cupy_backend.memory_stats):
+        with pytest.raises(ValueError, match=r"GPUAD_GPU_MEMORY_LIMIT='8 gigs' is not a memory limit"):
+            call()
+
+
+def test_use_device_applies_limit_to_that_device(fake_cupy, monkeypatch):
+    fake = fake_cupy(device_count=2)
+    monkeypatch.setenv("GPUAD_GPU_MEMORY_LIMIT", "1GiB")
+    cupy_backend.use_device(1)
+    assert fake.get_default_memory_pool().set_calls == [(1, 2**30, None)]
+
+
+def test_cli_info_shows_pool_limit(fake_cupy, monkeypatch, capsys):
+    from gpuad.cli import main
+
+    fake_cupy()
+    monkeypatch.setenv("GPUAD_GPU_MEMORY_LIMIT", "8GiB")
+    assert main(["info", "--backend", "cupy"]) == 0
+    out = capsys.readouterr().out
+    assert "pool_limit_bytes=8589934592" in out and "GPUAD_GPU_MEMORY_LIMIT=8GiB" in out
+
+    monkeypatch.setattr(cupy_backend, "_limit_applied", False)
+    monkeypatch.setenv("GPUAD_GPU_MEMORY_LIMIT", "lots")
+    assert main(["info", "--backend", "cupy"]) == 0
+    out = capsys.readouterr().out
+    assert "memory: error=ValueError: GPUAD_GPU_MEMORY_LIMIT='lots' is not a memory limit" in out
+
+
+# -- out of memory ----------------------------------------------------------------
+
+
+def test_is_out_of_memory_never_imports_cupy(monkeypatch):
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    assert cupy_backend.is_out_of_memory(MemoryError("x")) is False
+    assert "cupy" not in sys.modules
+
+
+def test_is_out_of_memory_recognises_cupys_class(fake_cupy):
+    class OutOfMemoryError(MemoryError):
+        def __init__(self, size, total, limit=0):
+            super().__init__(f"Out of memory allocating {size:,} bytes (allocated so far: {total:,} bytes).")
+
+    fake = fake_cupy()
+    assert cupy_backend.is_out_of_memory(OutOfMemoryError(1024, 0)) is False  # no cupy.cuda.memory
+    fake.cuda.memory = types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError)
+    assert cupy_backend.is_out_of_memory(OutOfMemoryError(1024, 0)) is True
+    assert cupy_backend.is_out_of_memory(MemoryError("host")) is False
+    assert cupy_backend.is_out_of_memory(ValueError("x")) is False
