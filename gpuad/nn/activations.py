@@ -11,9 +11,10 @@ that large inputs neither overflow nor lose precision:
                     overflow; derivative ``s (1 - s)`` from the output
 ``softplus``        primitive ``nn_softplus``;
                     ``log1p(exp(-|x|)) + max(x, 0)``
-``silu``            ``x * sigmoid(x)``
-``gelu``            tanh approximation (default); exact form through the
-                    primitive ``nn_ndtr`` (the standard normal CDF)
+``silu``            primitive ``nn_silu``, ``x * sigmoid(x)``
+``gelu``            tanh approximation (default): primitive
+                    ``nn_gelu_tanh``; exact form through the primitive
+                    ``nn_ndtr`` (the standard normal CDF)
 ``tanh``            re-export of :func:`gpuad.ops.tanh`
 ``softmax``         primitive ``nn_softmax``; max-shifted
 ``log_softmax``     primitive ``nn_log_softmax``; max-shifted
@@ -28,6 +29,15 @@ that large inputs neither overflow nor lose precision:
 # NOTE [softmax memory]: ``softmax`` and ``log_softmax`` are primitives whose
 # rules read only the output (``keep_ans``), so the reverse tape keeps one
 # array per call, not the shifted input, its exponential and the sum.
+
+# NOTE [gelu and silu memory]: ``silu`` and the tanh form of ``gelu`` are
+# primitives that keep only their input ``x`` (the composites kept 2 and 9
+# arrays per call).  Their rules call one gradient primitive, ``nn_silu_grad``
+# / ``nn_gelu_tanh_grad`` ``(g, x) -> g * f'(x)``, which recomputes the
+# nonlinearity from ``x`` in one pass on CuPy (a fused kernel) and with few
+# in-place temporaries elsewhere.  That primitive has rules of its own (in
+# ``g``: itself; in ``x``: ``g * f''(x)`` in gpuad ops), so grad-of-grad and
+# Hessians keep ``g`` and ``x`` per call, not the composite's temporaries.
 """
 
 from __future__ import annotations
@@ -88,9 +98,18 @@ def relu(x, /):
 # --- sigmoid --------------------------------------------------------------------
 def _sigmoid_impl(xp, x):
     # exp(-|x|) is in (0, 1]: it cannot overflow, and it underflows to 0 silently.
-    e = xp.exp(-xp.abs(x))
-    d = 1.0 + e
-    return xp.where(x >= 0, 1.0 / d, e / d)
+    # sigmoid = n / (1 + e), the numerator n being 1 for x >= 0 and e below:
+    # max(e, x >= 0) is exactly that (and keeps NaN), ~3x faster on NumPy than
+    # where(x >= 0, 1 / d, e / d), with the same correctly rounded quotients.
+    # (Fresh temporaries are updated in place: on NumPy each new large array
+    # costs page faults, and fewer of them halve the time of a silu step.)
+    e = xp.abs(x)
+    e *= -1.0
+    e = xp.exp(e)
+    n = xp.maximum(e, xp.astype(x >= 0, e.dtype))
+    e += 1.0
+    n /= e
+    return n
 
 
 _sigmoid_p = defunary(
@@ -153,6 +172,56 @@ def softplus(x, /):
 
 
 # --- silu -----------------------------------------------------------------------
+def _silu_impl(xp, x):
+    s = _sigmoid_impl(xp, x)
+    s *= x
+    return s
+
+
+def _times(w, g):
+    """``w * g`` for a fresh temporary ``w``: in place when that is the same array."""
+    if getattr(g, "shape", None) == w.shape and g.dtype == w.dtype:
+        w *= g
+        return w
+    return w * g
+
+
+def _silu_grad_impl(xp, g, x):
+    # g * s (1 + x (1 - s)), s = sigmoid(x): the sigmoid's temporaries plus one.
+    # |x (1 - s)| <= |x| and it is multiplied by s last, so nothing overflows.
+    s = _sigmoid_impl(xp, x)
+    w = 1.0 - s
+    w *= x
+    w += 1.0
+    w *= s
+    return _times(w, g)
+
+
+def _silu_d2(x):
+    # silu'' = s (1 - s) (2 + x (1 - 2 s)), in gpuad ops (differentiable again).
+    s = sigmoid(x)
+    ds = ops.multiply(s, ops.subtract(1.0, s))
+    return ops.multiply(ds, ops.add(2.0, ops.multiply(x, ops.subtract(1.0, ops.multiply(2.0, s)))))
+
+
+_silu_grad_p = defop(
+    "nn_silu_grad", _silu_grad_impl,
+    vjp=(lambda ct, ans, g, x: _silu_grad_p(ct, x),
+         lambda ct, ans, g, x: ops.multiply(ct, ops.multiply(g, _silu_d2(x)))),
+    jvp=(lambda t, ans, g, x: _silu_grad_p(t, x),
+         lambda t, ans, g, x: ops.multiply(t, ops.multiply(g, _silu_d2(x)))),
+    keep_args=(0, 1), keep_ans=False,
+    doc="g * silu'(x) = g * s (1 + x (1 - s)), s = sigmoid(x) (one kernel on CuPy).")
+
+
+def _silu_rule(g, ans, x):
+    return _silu_grad_p(g, x)
+
+
+_silu_p = defop("nn_silu", _silu_impl, vjp=(_silu_rule,), jvp=(_silu_rule,), keep_args=(0,), keep_ans=False,
+                doc="x * sigmoid(x); the tape keeps x only (NOTE [gelu and silu memory]).")
+
+
 def silu(x, /):
     """Sigmoid-weighted linear unit (swish), ``x * sigmoid(x)``.
 
@@ -164,8 +233,14 @@ def silu(x, /):
     -------
     array, shape ``S``
         Stable for all ``x`` since :func:`sigmoid` is.
+
+    Notes
+    -----
+    The derivative is ``s (1 + x (1 - s))`` with ``s = sigmoid(x)``,
+    recomputed from ``x`` by the primitive ``nn_silu_grad``: the reverse tape
+    keeps only ``x`` (NOTE [gelu and silu memory]).
     """
-    return ops.multiply(x, sigmoid(x))
+    return _silu_p(x)
 
 
 # --- gelu -----------------------------------------------------------------------
@@ -173,6 +248,9 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _GELU_CUBIC = 0.044715
+# u = sqrt(2/pi) (x + 0.044715 x^3) = x (_GELU_C + _GELU_CA x^2)
+_GELU_C = _SQRT_2_OVER_PI
+_GELU_CA = _SQRT_2_OVER_PI * _GELU_CUBIC
 # Beyond |x| = 10 the tanh argument exceeds 40 and tanh is exactly +-1 in
 # float64, so clipping x inside the cubic changes nothing but keeps x**3 from
 # overflowing for huge |x|.
@@ -255,6 +333,81 @@ def ndtr(x, /):
     return _ndtr_p(x)
 
 
+def _gelu_tanh_inner(xp, x):
+    """``(t, b)``: ``t = tanh(u)``, ``u = xc b``, ``b = c + c a xc^2``, ``xc`` = x clipped to +-10.
+
+    Two fresh temporaries besides ``t``, updated in place (NOTE [gelu and silu
+    memory]): ``u`` overwrites the clipped copy of ``x``.
+    """
+    u = xp.clip(x, min=-_GELU_CLIP, max=_GELU_CLIP)
+    b = u * u
+    b *= _GELU_CA
+    b += _GELU_C
+    u *= b
+    return xp.tanh(u), b
+
+
+def _gelu_tanh_impl(xp, x):
+    # 0.5 x (1 + t): 0.5 (1 + t) is exact, so this rounds as (0.5 x) (1 + t) does.
+    t, _ = _gelu_tanh_inner(xp, x)
+    t += 1.0
+    t *= 0.5
+    t *= x
+    return t
+
+
+def _gelu_tanh_grad_impl(xp, g, x):
+    # gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = c (1 + 3 a xc^2) = 3 b - 2 c
+    # (clip's derivative is 0 only where 1 - t^2 == 0 already: |x| >= 10
+    # saturates tanh).  1 - t^2 is formed as (1 - t)(1 + t), exact near
+    # t = +-1, and multiplies x last, so huge |x| gives 0, not inf * 0.
+    # Four fresh arrays in all (three live at a time), 16 passes.
+    t, du = _gelu_tanh_inner(xp, x)
+    du *= 3.0
+    du -= 2.0 * _GELU_C
+    w = 1.0 - t
+    t += 1.0
+    w *= t
+    w *= du
+    w *= x
+    w += t
+    w *= 0.5
+    return _times(w, g)
+
+
+def _gelu_tanh_d2(x):
+    # gelu'' = (1 - t^2) u' + 0.5 x (1 - t^2) (u'' - 2 t u'^2),  u'' = 6 c a xc,
+    # in gpuad ops (differentiable again); (1 - t^2) multiplies before x does.
+    xc = ops.clip(x, min=-_GELU_CLIP, max=_GELU_CLIP)
+    s = ops.square(xc)
+    t = tanh(ops.multiply(xc, ops.add(_GELU_C, ops.multiply(_GELU_CA, s))))
+    du = ops.add(_GELU_C, ops.multiply(3.0 * _GELU_CA, s))
+    d2u = ops.multiply(6.0 * _GELU_CA, xc)
+    sech2 = ops.multiply(ops.subtract(1.0, t), ops.add(1.0, t))
+    curv = ops.multiply(sech2, ops.subtract(d2u, ops.multiply(ops.multiply(2.0, t), ops.square(du))))
+    return ops.add(ops.multiply(sech2, du), ops.multiply(ops.multiply(0.5, x), curv))
+
+
+_gelu_tanh_grad_p = defop(
+    "nn_gelu_tanh_grad", _gelu_tanh_grad_impl,
+    vjp=(lambda ct, ans, g, x: _gelu_tanh_grad_p(ct, x),
+         lambda ct, ans, g, x: ops.multiply(ct, ops.multiply(g, _gelu_tanh_d2(x)))),
+    jvp=(lambda t, ans, g, x: _gelu_tanh_grad_p(t, x),
+         lambda t, ans, g, x: ops.multiply(t, ops.multiply(g, _gelu_tanh_d2(x)))),
+    keep_args=(0, 1), keep_ans=False,
+    doc="g * gelu'(x) for the tanh form of gelu, recomputed from x (one kernel on CuPy).")
+
+
+def _gelu_tanh_rule(g, ans, x):
+    return _gelu_tanh_grad_p(g, x)
+
+
+_gelu_tanh_p = defop(
+    "nn_gelu_tanh", _gelu_tanh_impl, vjp=(_gelu_tanh_rule,), jvp=(_gelu_tanh_rule,),
+    keep_args=(0,), keep_ans=False,
+    doc="0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); the tape keeps x only.")
+
+
 def gelu(x, /, approximate=True):
     """Gaussian error linear unit, ``x * Phi(x)``.
 
@@ -272,12 +425,17 @@ def gelu(x, /, approximate=True):
     -------
     array, shape ``S``
         Stable for all ``x``: no overflow for huge ``|x|``.
+
+    Notes
+    -----
+    The tanh form clips ``x`` to ``[-10, 10]`` inside the cubic (``tanh`` is
+    already exactly +-1 there).  It is the primitive ``nn_gelu_tanh``: the
+    reverse tape keeps only ``x`` and the derivative is recomputed from it
+    (NOTE [gelu and silu memory]).
     """
     if not approximate:
         return ops.multiply(x, ndtr(x))
-    xc = ops.clip(x, min=-_GELU_CLIP, max=_GELU_CLIP)
-    inner = ops.multiply(_SQRT_2_OVER_PI, ops.add(xc, ops.multiply(_GELU_CUBIC, ops.multiply(xc, ops.square(xc)))))
-    return ops.multiply(ops.multiply(0.5, x), ops.add(1.0, tanh(inner)))
+    return _gelu_tanh_p(x)
 
 
 # --- softmax and log_softmax -------------------------------------------------------

@@ -16,7 +16,8 @@ from strategies import random_array, seeds, shapes
 
 #: Primitives registered by gpuad.nn; each is checked below with check_grads
 #: to order 2 in both modes.
-COVERS = {"nn_relu", "nn_sigmoid", "nn_softplus", "nn_ndtr", "nn_softmax", "nn_log_softmax"}
+COVERS = {"nn_relu", "nn_sigmoid", "nn_softplus", "nn_ndtr", "nn_softmax", "nn_log_softmax",
+          "nn_silu", "nn_silu_grad", "nn_gelu_tanh", "nn_gelu_tanh_grad"}
 
 BOTH = ("fwd", "rev")
 HYP = settings(max_examples=8, deadline=None, derandomize=True,
@@ -55,6 +56,27 @@ def test_elementwise_check_grads(backend, name):
     check_grads(ELEMENTWISE[name], (x,), order=2, modes=BOTH)
 
 
+#: The gradient primitives of silu and gelu (tanh form), ``(g, x) -> g * f'(x)``,
+#: have rules of their own (NOTE [gelu and silu memory]).
+GRAD_PRIMITIVES = ("nn_silu_grad", "nn_gelu_tanh_grad")
+
+
+@pytest.mark.parametrize("name", GRAD_PRIMITIVES)
+def test_gradient_primitive_check_grads(backend, name):
+    prim = gpuad.PRIMITIVES[name]
+    x = backend.asarray(X)
+    g = backend.asarray([[0.5, -1.0, 2.0, 0.25], [1.0, 1.5, -3.0, 0.5]])
+    check_grads(prim, (g, x), order=2, modes=BOTH)
+
+
+def test_gelu_check_grads_across_range(backend):
+    # Both tails (tanh saturating), the clip at |x| = 10 and beyond.
+    x = backend.asarray([-12.0, -9.0, -5.5, -3.0, -0.4, 0.7, 2.9, 6.0, 11.0])
+    g = backend.asarray([0.3, -1.2, 0.8, 1.1, -0.6, 0.9, -1.4, 2.0, 0.5])
+    check_grads(nn.gelu, (x,), order=2, modes=BOTH)
+    check_grads(gpuad.PRIMITIVES["nn_gelu_tanh_grad"], (g, x), order=2, modes=BOTH)
+
+
 @pytest.mark.parametrize("name", ["ndtr", "gelu_exact"])
 def test_exact_gelu_check_grads_across_branches(backend, name):
     # Both sides of the series / continued-fraction split (|x| = 1.25 sqrt(2)) and the tails.
@@ -73,17 +95,18 @@ def test_softmax_check_grads(backend, fn, axis):
 def test_logsumexp_check_grads(backend, axis, keepdims):
     x = backend.asarray(X)
     check_grads(lambda x: nn.logsumexp(x, axis=axis, keepdims=keepdims), (x,), order=2, modes=BOTH)
-    check_grads(lambda x: nn.activations._logsumexp_fallback(x, axis=axis, keepdims=keepdims), (x,), order=2, modes=BOTH)
+    check_grads(lambda x: nn.activations._logsumexp_fallback(x, axis=axis, keepdims=keepdims), (x,),
+                order=2, modes=BOTH)
 
 
 def test_float32_check_grads(backend):
     x = backend.asarray(X, dtype="float32")
-    for f in (nn.sigmoid, nn.softplus, nn.gelu, lambda x: nn.softmax(x), lambda x: nn.log_softmax(x)):
+    for f in (nn.sigmoid, nn.softplus, nn.gelu, nn.silu, lambda x: nn.softmax(x), lambda x: nn.log_softmax(x)):
         check_grads(f, (x,), order=2, modes=BOTH)
         assert f(x).dtype == x.dtype
 
 
-@pytest.mark.parametrize("name", ["relu", "sigmoid", "softplus", "softmax", "log_softmax"])
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "softplus", "silu", "gelu", "softmax", "log_softmax"])
 @HYP
 @given(shape=shapes(min_dims=1), seed=seeds)
 def test_hypothesis_shapes(cpu_backend, name, shape, seed):
@@ -271,3 +294,85 @@ def test_silu_values(backend):
 
 def test_tanh_is_reexport():
     assert nn.tanh is ops.tanh
+
+
+# --- silu and gelu (tanh form): fused primitives -----------------------------------
+_C = math.sqrt(2 / math.pi)
+_A = 0.044715
+
+
+def _silu_derivs(x):
+    """Closed forms of silu', silu'' (NumPy, float64)."""
+    s = 1 / (1 + np.exp(-x))
+    return s * (1 + x * (1 - s)), s * (1 - s) * (2 + x * (1 - 2 * s))
+
+
+def _gelu_derivs(x):
+    """Closed forms of gelu', gelu'' for the tanh form (|x| < 10)."""
+    u = _C * (x + _A * x ** 3)
+    du, d2u = _C * (1 + 3 * _A * x ** 2), 6 * _C * _A * x
+    t = np.tanh(u)
+    sech2 = 1 - t * t
+    d1 = 0.5 * (1 + t) + 0.5 * x * sech2 * du
+    d2 = sech2 * du + 0.5 * x * sech2 * (d2u - 2 * t * du * du)
+    return d1, d2
+
+
+@pytest.mark.parametrize("grad_name,f,derivs", [("nn_silu_grad", nn.silu, _silu_derivs),
+                                                 ("nn_gelu_tanh_grad", nn.gelu, _gelu_derivs)], ids=["silu", "gelu"])
+def test_fused_silu_gelu_match_closed_forms(backend, grad_name, f, derivs):
+    xn = np.linspace(-7.5, 7.5, 61)
+    gn = np.cos(3 * xn) + 0.5
+    x, g = backend.asarray(xn), backend.asarray(gn)
+    d1, d2 = derivs(xn)
+    grad_p = gpuad.PRIMITIVES[grad_name]
+    np.testing.assert_allclose(_np(backend, grad_p(g, x)), gn * d1, rtol=1e-12, atol=1e-15)  # the fused impl
+    (ct,) = gpuad.vjp(f, x)[1](g)
+    np.testing.assert_allclose(_np(backend, ct), gn * d1, rtol=1e-12, atol=1e-15)
+    _, t = gpuad.jvp(f, (x,), (g,))
+    np.testing.assert_allclose(_np(backend, t), gn * d1, rtol=1e-12, atol=1e-15)
+    d2_rev = gpuad.grad(lambda x: ops.sum(gpuad.grad(lambda x: ops.sum(f(x)))(x)))(x)
+    np.testing.assert_allclose(_np(backend, d2_rev), d2, rtol=1e-11, atol=1e-14)
+    _, d2_fwd = gpuad.jvp(gpuad.grad(lambda x: ops.sum(f(x))), (x,), (ops.ones_like(x),))  # forward-over-reverse
+    np.testing.assert_allclose(_np(backend, d2_fwd), d2, rtol=1e-11, atol=1e-14)
+
+
+def test_gelu_fused_equals_composite_values(backend):
+    # The primitive computes what the former composite did, clip included.
+    xn = np.concatenate([np.linspace(-12, 12, 97), [-1e200, 1e200]])
+    x = backend.asarray(xn)
+    xc = np.clip(xn, -10.0, 10.0)
+    want = (0.5 * xn) * (1 + np.tanh(_C * (xc + _A * (xc * xc ** 2))))
+    np.testing.assert_allclose(_np(backend, nn.gelu(x)), want, rtol=1e-13, atol=1e-300)
+    assert _np(backend, nn.gelu(x)).dtype == np.float64
+    x32 = backend.asarray(xn[:-2], dtype="float32")
+    np.testing.assert_allclose(_np(backend, nn.gelu(x32)), want[:-2], rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("f", [nn.silu, nn.gelu], ids=["silu", "gelu"])
+def test_silu_gelu_derivatives_at_extremes(backend, f):
+    x = backend.asarray([-1.7e308, -1e300, -40.0, 0.0, 40.0, 1e300, 1.7e308])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d1 = _np(backend, gpuad.grad(lambda x: ops.sum(f(x)))(x))
+        d2 = _np(backend, gpuad.grad(lambda x: ops.sum(gpuad.grad(lambda x: ops.sum(f(x)))(x)))(x))
+    # Saturated: silu' and gelu' are 0 on the left and 1 on the right, without inf * 0.
+    np.testing.assert_allclose(d1, [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0], atol=1e-15)
+    np.testing.assert_allclose(d2, [0.0, 0.0, 0.0, d2[3], 0.0, 0.0, 0.0], atol=1e-15)
+    assert d2[3] > 0
+
+
+@pytest.mark.parametrize("f", [nn.silu, nn.gelu], ids=["silu", "gelu"])
+def test_silu_gelu_tape_keeps_only_the_input(backend, f):
+    from gpuad.memory import track
+
+    x = backend.asarray(np.linspace(-3.0, 3.0, 10))  # float64: 80 bytes
+    with track() as rep:
+        gpuad.grad(lambda x: ops.sum(f(x)))(x)
+    assert rep.peak_bytes == 80  # x only (the composites kept 2 and 9 arrays)
+    assert rep.nodes_saved == 2  # the activation and the sum
+    assert rep.live_bytes == 0
+    # Reverse-over-reverse: the gradient primitive keeps g and x, no temporaries.
+    with track() as rep2:
+        gpuad.grad(lambda x: ops.sum(gpuad.grad(lambda x: ops.sum(f(x)))(x)))(x)
+    assert rep2.peak_bytes <= 2 * 80
