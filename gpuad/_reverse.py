@@ -14,6 +14,7 @@ iteratively (no recursion, so 100,000-op chains are fine).
 from __future__ import annotations
 
 import itertools
+from operator import attrgetter
 
 from . import ops
 from ._backend import namespace_of
@@ -23,6 +24,7 @@ from ._registry import Spec
 __all__ = ["VJPTrace", "VJPTracer", "Node", "backward", "set_tape_observer", "get_tape_observer"]
 
 _seq = itertools.count()
+_seq_of = attrgetter("seq")
 
 # NOTE [tape observer]: memory accounting (gpuad.memory) and checkpointing
 # watch the tape through one optional observer with two methods:
@@ -213,19 +215,19 @@ def backward(roots, free):
         _accumulate(pending, owned, node, idx, ct)
     # Iterative topological order: every node reachable from the roots,
     # visited newest first (a node is always newer than its inputs).
-    seen = set()
+    seen = set()  # nodes hash by identity
     order = []
     stack = [node for (node, _), _ in roots]
     while stack:
         node = stack.pop()
-        if id(node) in seen:
+        if node in seen:
             continue
-        seen.add(id(node))
+        seen.add(node)
         order.append(node)
         for p in node.parents:
-            if p is not None and id(p[0]) not in seen:
+            if p is not None and p[0] not in seen:
                 stack.append(p[0])
-    order.sort(key=_seq_of, reverse=True)
+    order.sort(key=_seq_of, reverse=True)  # C key: no Python call per node
 
     leaves = {}
     for node in order:
@@ -289,10 +291,6 @@ def _release(node):
     node.args = None
     node.ans = None
     node.parents = ()
-
-
-def _seq_of(node):
-    return node.seq
 
 
 def _accumulate(pending, owned, node, idx, ct):
