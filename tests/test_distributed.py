@@ -119,6 +119,157 @@ def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch):
     assert len(made) == 2
 
 
+class Counting(InPlace):
+    """:class:`InPlace` that counts structure checks and transport calls."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.checks = 0
+        self.sums = []
+
+    def _sum_(self, group, bufs):
+        self.sums.append([b.shape[0] for b in bufs])
+        return super()._sum_(group, bufs)
+
+    def _allgather_ints_(self, value):
+        self.checks += 1
+        return super()._allgather_ints_(value)
+
+
+def _grads(k=1.0):
+    return [{"w": np.full((3, 4), k, np.float32), "b": np.full(4, 2 * k, np.float32)},
+            {"w": np.full((4, 2), 3 * k, np.float32), "b": None, "e": np.zeros((0, 2), np.float32)}]
+
+
+def test_plan_and_compiled_structure_are_cached_and_reused(monkeypatch):
+    made = []
+    original = BucketPlan.__init__
+    monkeypatch.setattr(BucketPlan, "__init__", lambda self, *a: made.append(1) or original(self, *a))
+    comm = Counting(0, 2, timeout=None)
+    for k in range(1, 6):
+        out = comm.allreduce_mean(_grads(k))  # two ranks of equal trees: the mean is the tree
+        np.testing.assert_array_equal(out[0]["w"], np.full((3, 4), k, np.float32))
+        np.testing.assert_array_equal(out[1]["w"], np.full((4, 2), 3 * k, np.float32))
+        assert out[0]["b"].dtype == np.float32 and out[1]["b"] is None and out[1]["e"].shape == (0, 2)
+    assert len(made) == 1 and comm.checks == 1      # one plan, one cross-rank check, for five calls
+    assert comm.sums == [[12 + 4 + 8]] * 5          # one bucket, one transport call per call
+    (entries,) = comm._fast.values()                # compiled on the second call, used from then on
+    assert len(entries) == 1 and entries[0].plan is next(iter(comm._plans.values()))
+    assert entries[0].rebuild is not None   # NumPy, no split leaf: unpacked and rebuilt in one expression
+
+
+def test_plan_cache_tells_structures_shapes_and_dtypes_apart():
+    comm = Counting(0, 2, timeout=None)
+    base = _grads()
+    comm.allreduce_mean(base)
+    comm.allreduce_mean(base)  # compiled now
+    variants = {
+        "shape": [{**base[0], "w": np.ones((4, 3), np.float32)}, base[1]],
+        "dtype": [{**base[0], "b": np.ones(4)}, base[1]],
+        "leaf is None": [{**base[0], "b": None}, base[1]],
+        "None is a leaf": [base[0], {**base[1], "b": np.ones(1, np.float32)}],
+        "other key": [{"w": base[0]["w"], "c": base[0]["b"]}, base[1]],
+        "tuple": (base[0], base[1]),
+        "longer": [*base, {"w": np.ones(2, np.float32)}],
+    }
+    for name, tree in variants.items():
+        out = comm.allreduce_mean(tree)
+        for got, want in zip(distributed._comm.tree_flatten(out)[0], distributed._comm.tree_flatten(tree)[0]):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+            assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert distributed._comm.tree_flatten(out)[1] == distributed._comm.tree_flatten(tree)[1], name
+    # same leaves in another structure share the plan (no new check); other shapes or dtypes do not
+    assert comm.checks == 1 + 5  # base, shape, dtype, leaf is None, None is a leaf, longer
+    np.testing.assert_array_equal(comm.allreduce_mean(base)[0]["b"], base[0]["b"])  # the first one still hits
+    assert comm.checks == 6
+
+
+def test_results_never_alias_buckets_a_later_call_refills():
+    comm = InPlace(0, 2, timeout=None)
+    first = comm.allreduce_mean(_grads(1.0))
+    second = comm.allreduce_mean(_grads(2.0))        # ``first`` is held: fresh buckets
+    third = comm.allreduce_mean(_grads(3.0))         # compiled path, both held: fresh again
+    for a, b in [(first, second), (second, third), (first, third)]:
+        assert not np.shares_memory(a[0]["w"], b[0]["w"]) and not np.shares_memory(a[1]["w"], b[1]["w"])
+    for k, out in [(1.0, first), (2.0, second), (3.0, third)]:
+        np.testing.assert_array_equal(out[0]["w"], k)
+        np.testing.assert_array_equal(out[0]["b"], 2 * k)
+    # dropped results free their buckets: the next calls refill the same memory, as new array objects
+    del first, second
+    a = comm.allreduce_mean(_grads(4.0))
+    addr = a[0]["w"].__array_interface__["data"][0]
+    a[0]["w"] += 100                                 # results are the caller's to change
+    del a
+    b = comm.allreduce_mean(_grads(5.0))
+    assert b[0]["w"].__array_interface__["data"][0] == addr
+    np.testing.assert_array_equal(b[0]["w"], 5.0)
+    np.testing.assert_array_equal(third[0]["w"], 3.0)  # still held, never touched
+
+
+def test_compiled_path_splits_leaves_across_buckets_and_changes_weights():
+    comm = Counting(0, 2, bucket_mb=20e-6, timeout=None)  # 5 float32 per bucket: leaves are split
+    for k in range(1, 5):
+        w = 0.5 * k
+        out = comm.allreduce_mean(_grads(k), weight=w)    # both ranks weigh alike: mean = w * tree
+        np.testing.assert_array_equal(out[0]["w"], np.full((3, 4), k * w, np.float32))
+        np.testing.assert_array_equal(out[0]["b"], np.full(4, 2 * k * w, np.float32))
+        np.testing.assert_array_equal(out[1]["w"], np.full((4, 2), 3 * k * w, np.float32))
+        s = comm.allreduce_sum(_grads(k))
+        np.testing.assert_array_equal(s[1]["w"], np.full((4, 2), 6 * k, np.float32))
+    assert comm.checks == 1 and all(sum(n) == 24 for n in comm.sums)
+
+
+def test_compiled_path_with_a_transport_that_returns_new_buffers():
+    # the local group sums into new arrays: the tree made ahead of an in-place sum is not used
+    def work(comm):
+        return [comm.allreduce_mean(_grads(comm.rank + k)) for k in range(4)]
+
+    for outs in run_local(2, work):
+        for k, out in enumerate(outs):
+            np.testing.assert_array_equal(out[0]["w"], np.full((3, 4), k + 0.5, np.float32))
+            np.testing.assert_array_equal(out[1]["w"], np.full((4, 2), 3 * (k + 0.5), np.float32))
+            assert out[1]["b"] is None and out[1]["e"].shape == (0, 2)
+
+
+def test_compile_tree_matches_only_its_own_structure():
+    from collections import namedtuple
+
+    from gpuad._tree import tree_flatten, tree_unflatten
+    from gpuad.distributed._compiled import compile_tree
+
+    P = namedtuple("P", "a b")
+    tree = {"x": (np.ones(2), None, [np.zeros((2, 3), np.float32)]), "n": P(np.ones(()), {"k": np.ones(1)}),
+            "y": np.int32(4) + np.zeros(2, np.int32)}
+    leaves, td = tree_flatten(tree)
+    extract, build, rebuild = compile_tree(td, leaves, ["view", "like", "view", "view", "view"])
+    again = {"x": (np.full(2, 5.0), None, [np.ones((2, 3), np.float32)]), "n": P(np.zeros(()), {"k": np.ones(1)}),
+             "y": np.zeros(2, np.int32)}
+    got = extract(again)
+    assert [a is b for a, b in zip(got, tree_flatten(again)[0])] == [True] * 5
+    rebuilt = build(got)
+    assert tree_flatten(rebuilt)[1] == td and list(rebuilt) == list(tree_unflatten(td, got))
+    assert type(rebuilt["n"]) is P and rebuilt["x"][1] is None
+    fresh = rebuild(got, ["like"] * 5)  # leaf 1 from the second list, the others new views of the first
+    assert fresh["y"] is not got[4] and fresh["y"].base is got[4] and fresh["n"].b["k"] == "like"
+    assert compile_tree(td, leaves)[2] is None and compile_tree(td, leaves, ["split"] * 5)[2] is None
+    others = [
+        {**again, "y": np.zeros(3, np.int32)},                             # shape
+        {**again, "y": np.zeros(2, np.int64)},                             # dtype
+        {**again, "y": [np.zeros(2, np.int32)]},                           # a list where a leaf was
+        {**again, "x": list(again["x"])},                                  # list for tuple
+        {**again, "x": (np.full(2, 5.0), np.ones(1), again["x"][2])},      # a leaf where None was
+        {**again, "n": (again["n"][0], again["n"][1])},                          # plain tuple for the namedtuple
+        {**again, "n": P(np.zeros(()), {"j": np.ones(1)})},                  # another key, same length
+        {"x": again["x"], "n": again["n"]},                                    # a key fewer
+        [again],
+    ]
+    for other in others:
+        try:
+            assert extract(other) is None
+        except KeyError:
+            pass
+
+
 def test_non_array_leaf_is_a_clear_error():
     comm = distributed.local_group(1)[0]
     with pytest.raises(TypeError, match="leaf 1 is a float, not an array"):
@@ -233,7 +384,7 @@ def test_shard_and_rank_key():
 
     comms = distributed.local_group(3)
     assert [c.shard(8) for c in comms] == [(0, 2), (2, 5), (5, 8)]
-    key = random.key(0)
+    key = random.key(0, like=np.zeros(()))
     ks = [np.asarray(c.rank_key(key)) for c in comms]
     assert len({k.tobytes() for k in ks}) == 3
 
@@ -462,6 +613,7 @@ COLLECTIVES = """
     t = tree(r)
     ints = {"i": t.pop("i").astype(np.int32)}
     mean = comm.allreduce_mean(t)
+    again = [comm.allreduce_mean(t) for _ in range(3)]  # plan cached, then compiled; all results held
     total = comm.allreduce_sum(ints)
     bc = comm.broadcast(tree(r), root=1)
     comm.barrier()
@@ -472,6 +624,8 @@ COLLECTIVES = """
         "z": bool(np.allclose(mean["z"][0], sum(u["z"][0] for u in trees) / comm.size)
                   and mean["z"][0].dtype == np.complex64),
         "none": mean["none"] is None and mean["z"][1] is None,
+        "again": all(np.array_equal(m["w"], mean["w"]) and np.array_equal(m["z"][0], mean["z"][0])
+                     and not np.shares_memory(m["w"], mean["w"]) for m in again),
         "empty": mean["empty"].shape == (0, 3),
         "int": bool(np.array_equal(total["i"], sum(u["i"] for u in trees).astype(np.int32))
                     and total["i"].dtype == np.int32),
@@ -495,8 +649,8 @@ def test_mpi_collectives(tmp_path, bucket_mb):
         assert row["size"] == 2 and row["kind"] == "mpi"
         assert all(row["ok"].values()), row
     calls = rows[0]["calls"]
-    # 25 MB: float32, float64, complex64 (mean) + int32 (sum) + 3 (broadcast) buckets
-    assert calls == 7 if bucket_mb == "25" else calls > 7
+    # 25 MB: 4 x float32, float64, complex64 (mean) + int32 (sum) + 3 (broadcast) buckets
+    assert calls == 16 if bucket_mb == "25" else calls > 16
 
 
 EQUIVALENCE = """

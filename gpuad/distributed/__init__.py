@@ -14,8 +14,11 @@ A *communicator* has ``rank``, ``size``, ``allreduce_mean(tree)``,
     grads = comm.allreduce_mean(grads)         # a few flat buckets, one call each
 
 Gradients are packed by dtype into flat buckets (25 MB by default; a bucket
-boundary may split a parameter), each reduced by one collective.  On the GPU
-the buckets stay on the device (NCCL, or a CUDA-aware MPI).
+boundary may split a parameter), each reduced by one collective, in place.
+The bucket plan is made (and checked across ranks) once per structure, shapes
+and dtypes; a structure seen again is flattened and rebuilt by functions
+compiled for it, and NumPy buckets are kept and reused while no result refers
+to them.  On the GPU the buckets stay on the device (NCCL, or a CUDA-aware MPI).
 
 Importing this module imports neither mpi4py nor CuPy; the communicators
 import them when they are made.

@@ -14,7 +14,13 @@ Buckets of backends whose views keep their base array alive
 collective once no returned leaf, nor any view of one, refers to them any
 more (their reference count is back to what it was when they were made):
 fresh memory costs page faults, warm memory does not.  Results therefore
-never change after they are returned.
+never change after they are returned: a result that is still referenced when
+the next collective of the same plan starts keeps its buckets, and that
+collective packs into fresh ones (which the plan keeps from then on).  With
+kept NumPy buckets the plan also keeps, per leaf that lies whole in one
+bucket, its view of the bucket in the leaf's shape: packing is one
+``multiply``/``copyto`` per leaf into that view, and unpacking one
+``view()`` of it.
 
 A :class:`BucketPlan` depends only on the leaves' shapes and dtypes, so it is
 computed once per tree structure and reused (see ``Communicator._plan``).
@@ -146,9 +152,30 @@ class BucketPlan:
             self._ops.append((_reshaper(ns, mod), [(b, st, a, z, a == 0 and z == n, into) for b, st, a, z in segs]))
         #: Whether every leaf is floating (real or complex): what a mean needs.
         self.floating = all(is_floating(dt) for _, dt, _ in self.specs)
-        self._reuse = all(getattr(grp[3], "REUSABLE_BUCKETS", False) for grp in self.groups)
+        #: ``(group, [bucket indices])`` in order: one transport call sequence per group.
+        by_group = {}
+        for b, (g, _, _) in enumerate(self.buckets):
+            by_group.setdefault(g, []).append(b)
+        self.by_group = list(by_group.items())
+        # Reference counts only mean "nobody else holds this" under CPython.
+        self._reuse = (sys.implementation.name == "cpython"
+                       and all(getattr(grp[3], "REUSABLE_BUCKETS", False) for grp in self.groups))
         self._pool = None
         self._pool_refs = None
+        # NumPy's fast path: per leaf, its shaped view of the kept buckets (None: empty or split leaf)
+        self._numpy = None
+        if self._reuse and self.groups and all(getattr(grp[3], "NAME", None) == "numpy" for grp in self.groups):
+            import numpy
+
+            self._numpy = numpy
+        self._views = None
+        self._scale = None      # the scale of the last pack, and per leaf that scale as a 0-d array
+        self._scales = None
+        #: Per leaf, where NumPy's fast path takes it from when unpacking kept buckets: ``"view"``
+        #: (its kept view), ``"like"`` (size 0: the caller's leaf) or ``"split"``; None off that path.
+        self.sources = None
+        if self._numpy is not None:
+            self.sources = ["like" if op is None else "view" if len(op[1]) == 1 else "split" for op in self._ops]
         text = repr(([(s[0], s[1]) for s in self.specs], self.bucket_bytes))
         self.signature = zlib.crc32(text.encode())
 
@@ -185,48 +212,103 @@ class BucketPlan:
         bufs = self.empty()
         if self._reuse:
             self._pool = bufs
-            self._pool_refs = self._refcounts(bufs)  # the baseline: no view of them exists yet
+            self._views = self._leaf_views(bufs) if self._numpy is not None else None
+            # the baseline: the plan's own views only (a view's ``base`` is the bucket itself)
+            self._pool_refs = self._refcounts(bufs)
         return list(bufs)
 
-    def pack(self, leaves, scale=1):
+    def _leaf_views(self, bufs):
+        views = []
+        for i, op in enumerate(self._ops):
+            if op is None or len(op[1]) != 1:
+                views.append(None)
+                continue
+            b, start, a, z, _, _ = op[1][0]
+            views.append(bufs[b][start:start + (z - a)].reshape(self.specs[i][0]))
+        return views
+
+    def _leaf_scales(self, scale):
+        if scale != self._scale:
+            np = self._numpy
+            self._scales = [None if v is None else np.asarray(scale, dtype=v.dtype) for v in self._views]
+            self._scale = scale
+        return self._scales
+
+    def pack(self, leaves, scale=1, plain=False):
         """Buckets holding ``leaf * scale`` for every leaf (one pass per piece).
 
         The backend's ``scale_into`` fuses the copy and the scaling where it
         has one (NumPy, CuPy); otherwise a slice assignment does it.
+        ``plain=True`` says no leaf is a :class:`Tracer` (nothing to unbox).
         """
         bufs = self.buffers()
+        views = self._views  # set with the kept buckets, which ``bufs`` then are
+        if views is not None:
+            np = self._numpy
+            if not plain:
+                leaves = [full_unbox(x) if isinstance(x, Tracer) else x for x in leaves]
+            if scale == 1:
+                copyto = np.copyto
+                for x, v, op in zip(leaves, views, self._ops):
+                    if v is not None:
+                        copyto(v, x)
+                    elif op is not None:
+                        self._pack_leaf(bufs, x, op, scale)
+            else:
+                multiply = np.multiply
+                for x, v, s, op in zip(leaves, views, self._leaf_scales(scale), self._ops):
+                    if v is not None:
+                        multiply(x, s, out=v)
+                    elif op is not None:
+                        self._pack_leaf(bufs, x, op, scale)
+            return bufs
         for x, op in zip(leaves, self._ops):
-            if op is None:
-                continue
-            if isinstance(x, Tracer):
-                x = full_unbox(x)
-            reshape, segs = op
-            flat = reshape(x, (-1,))
-            for b, start, a, z, whole, into in segs:
-                src = flat if whole else flat[a:z]
-                if into is not None:
-                    into(bufs[b], start, src, scale)
-                else:
-                    bufs[b][start:start + (z - a)] = src if scale == 1 else src * scale
+            if op is not None:
+                self._pack_leaf(bufs, x, op, scale)
         return bufs
+
+    @staticmethod
+    def _pack_leaf(bufs, x, op, scale):
+        if isinstance(x, Tracer):
+            x = full_unbox(x)
+        reshape, segs = op
+        flat = reshape(x, (-1,))
+        for b, start, a, z, whole, into in segs:
+            src = flat if whole else flat[a:z]
+            if into is not None:
+                into(bufs[b], start, src, scale)
+            else:
+                bufs[b][start:start + (z - a)] = src if scale == 1 else src * scale
 
     def unpack(self, bufs, like):
         """Leaves rebuilt from ``bufs``; ``like`` gives the size-0 leaves back as they were.
 
         A leaf that lies in one bucket is a reshaped view of it (no copy); a
-        leaf split across buckets is concatenated from its pieces.
+        leaf split across buckets is concatenated from its pieces.  Each call
+        returns new array objects (views), never the plan's own views.
         """
-        out = []
-        for i, op in enumerate(self._ops):
-            if op is None:
-                out.append(like[i])
-                continue
-            reshape, segs = op
-            if len(segs) == 1:
-                b, start, a, z, _, _ = segs[0]
-                flat = bufs[b][start:start + (z - a)]
-            else:
-                ns = self.groups[self.buckets[segs[0][0]][0]][0]
-                flat = ns.concat([bufs[b][start:start + (z - a)] for b, start, a, z, _, _ in segs])
-            out.append(reshape(flat, self.specs[i][0]))
-        return out
+        views = self.kept_views(bufs)
+        if views is not None:
+            return [v.view() if v is not None else self._unpack_leaf(bufs, i, like)
+                    for i, v in enumerate(views)]
+        return [self._unpack_leaf(bufs, i, like) for i in range(len(self._ops))]
+
+    def kept_views(self, bufs):
+        """The plan's per-leaf views of its kept buckets if ``bufs`` are those buckets, else None."""
+        views, pool = self._views, self._pool
+        if views is not None and len(bufs) == len(pool) and all(a is b for a, b in zip(bufs, pool)):
+            return views
+        return None
+
+    def _unpack_leaf(self, bufs, i, like):
+        op = self._ops[i]
+        if op is None:
+            return like[i]
+        reshape, segs = op
+        if len(segs) == 1:
+            b, start, a, z, _, _ = segs[0]
+            flat = bufs[b][start:start + (z - a)]
+        else:
+            ns = self.groups[self.buckets[segs[0][0]][0]][0]
+            flat = ns.concat([bufs[b][start:start + (z - a)] for b, start, a, z, _, _ in segs])
+        return reshape(flat, self.specs[i][0])

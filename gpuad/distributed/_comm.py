@@ -13,8 +13,10 @@ import threading
 import time
 
 from .._dtypes import dtype_name, is_floating
+from .._core import Tracer
 from .._tree import tree_flatten, tree_map, tree_unflatten
 from ._buckets import BucketPlan, leaf_spec
+from ._compiled import compile_tree
 
 __all__ = ["Communicator", "SingleProcessCommunicator", "DistributedError", "CollectiveTimeout",
            "DEFAULT_BUCKET_MB", "default_timeout"]
@@ -23,6 +25,8 @@ __all__ = ["Communicator", "SingleProcessCommunicator", "DistributedError", "Col
 DEFAULT_BUCKET_MB = 25.0
 #: Default limit in seconds on one collective (``GPUAD_DIST_TIMEOUT`` overrides; 0 disables).
 DEFAULT_TIMEOUT = 600.0
+#: Plans kept per communicator (all are dropped when one more is needed).
+MAX_PLANS = 256
 
 
 class DistributedError(RuntimeError):
@@ -49,7 +53,9 @@ class _Watchdog:
     """A daemon thread that calls ``on_expiry(what, timeout)`` when a collective overruns.
 
     ``arm(what)`` before a blocking collective and ``disarm()`` after it cost
-    two attribute stores; the thread wakes a few times per timeout to look.
+    two attribute stores (``what`` is a string, or ``(op, plan, bucket
+    indices)`` that is put into words only on expiry); the thread wakes a few
+    times per timeout to look.
     The blocking MPI calls release the GIL, so it runs while they wait.
     """
 
@@ -99,11 +105,16 @@ class Communicator:
     Notes
     -----
     Every rank must call the same collectives in the same order on trees of
-    the same structure, shapes and dtypes (checked on the first call with each
-    new structure).  Leaves are packed by dtype into flat buckets and each
-    bucket is one collective call.  Results are fresh arrays; leaves that lie
-    in one bucket are views of it.  With ``size == 1`` every collective
-    returns its input unchanged.
+    the same structure, shapes and dtypes (checked across ranks, by one small
+    allgather, only when a plan is made for new shapes and dtypes; never per
+    call).  Leaves are packed by dtype into flat buckets and each bucket is
+    one collective call, reduced in place.  The plan (and, for a structure
+    seen twice, compiled flatten/rebuild functions) is cached per structure,
+    shapes and dtypes.  Results are fresh array objects; leaves that lie in
+    one bucket are views of it, and a kept bucket is only refilled once no
+    result (nor any view of one) refers to it any more, so results never
+    change after they are returned (see :mod:`gpuad.distributed._buckets`).
+    With ``size == 1`` every collective returns its input unchanged.
     """
 
     #: Short name of the transport: ``"none"``, ``"mpi"``, ``"nccl"``, ``"local"``.
@@ -120,7 +131,9 @@ class Communicator:
             raise ValueError(f"bucket_mb must be positive, got {bucket_mb!r}")
         self.bucket_bytes = max(1, int(mb * 1e6))
         self.timeout = default_timeout() if timeout == "default" else (timeout if timeout and timeout > 0 else None)
-        self._plans = {}
+        self._plans = {}  # leaf key -> BucketPlan
+        self._fast = {}   # cheap key of the tree -> [_Entry], see _prepare
+        self._fast_entries = 0
         self._watchdog = None
         #: Number of bucket collectives issued so far (for tests and benchmarks).
         self.collective_calls = 0
@@ -146,19 +159,17 @@ class Communicator:
         -------
         pytree of the same structure
         """
-        leaves, td = tree_flatten(tree)
         w = 1.0 if weight is None else float(weight)
         if self.size == 1:
-            _check_floating(leaves)
+            _check_floating(tree_flatten(tree)[0])
             return tree if w == 1.0 else tree_map(lambda x: x * w, tree)
-        return self._reduce("allreduce_mean", leaves, td, w / self.size, floating=True)
+        return self._reduce("allreduce_mean", tree, w / self.size, floating=True)
 
     def allreduce_sum(self, tree):
         """The sum over ranks of each leaf (any numeric dtype; see :meth:`allreduce_mean`)."""
         if self.size == 1:
             return tree
-        leaves, td = tree_flatten(tree)
-        return self._reduce("allreduce_sum", leaves, td, 1)
+        return self._reduce("allreduce_sum", tree, 1)
 
     def broadcast(self, tree, root=0):
         """Rank ``root``'s values of every leaf, on every rank.
@@ -171,10 +182,9 @@ class Communicator:
             raise ValueError(f"broadcast: root must be in [0, {self.size}), got {root}")
         if self.size == 1:
             return tree
-        leaves, td = tree_flatten(tree)
-        plan = self._plan("broadcast", leaves, td)
+        leaves, plan, build, _ = self._prepare("broadcast", tree)
         bufs = plan.pack(leaves) if self.rank == root else plan.buffers()
-        for g, idx in self._by_group(plan):
+        for g, idx in plan.by_group:
             part = [bufs[b] for b in idx]
             with self._guard("broadcast", plan, idx):
                 part = self._bcast_(plan.groups[g], part, root)
@@ -182,7 +192,7 @@ class Communicator:
                 bufs[b] = buf
         if self.rank == root:
             return tree
-        return tree_unflatten(td, plan.unpack(bufs, leaves))
+        return build(plan.unpack(bufs, leaves))
 
     def barrier(self):
         """Block until every rank has called ``barrier``."""
@@ -211,22 +221,71 @@ class Communicator:
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
     # --- machinery ---------------------------------------------------------------------
-    def _plan(self, op, leaves, td):
-        # The plan depends on the leaves only (the tree structure is rebuilt from ``td``).
+    def _prepare(self, op, tree):
+        """``(leaves, plan, build, entry)`` for ``tree``; ``build(leaves)`` makes a tree of its structure.
+
+        A structure seen before (same containers, dict keys, leaf types,
+        shapes and dtypes) is matched by its compiled ``extract`` (see
+        :mod:`._compiled`), which replaces both flattening and the plan
+        lookup; ``entry`` is then that :class:`_Entry`, else None.  Entries
+        exist only for plans in ``self._plans`` (both are dropped together),
+        so whether a call makes a new plan, and with it the cross-rank
+        structure check, is exactly as without them.
+        """
+        t = type(tree)
+        entries = self._fast.get((t, len(tree)) if t is list or t is tuple or t is dict else t)
+        if entries:
+            for e in entries:
+                try:
+                    leaves = e.extract(tree)
+                except Exception:  # noqa: BLE001 - e.g. a missing dict key: not this structure
+                    leaves = None
+                if leaves is not None:
+                    return leaves, e.plan, e.build, e
+        leaves, td = tree_flatten(tree)
+        plan, key, made = self._plan_for(op, leaves)
+        if key is not None and not made and not any(isinstance(x, Tracer) for x in leaves):
+            self._remember(tree, td, leaves, plan)  # the second call with this structure: compile it
+        return leaves, plan, (lambda out: tree_unflatten(td, out)), None
+
+    def _remember(self, tree, td, leaves, plan):
+        compiled = compile_tree(td, leaves, plan.sources)
+        if compiled is None:
+            return
+        if self._fast_entries >= MAX_PLANS:
+            self._fast.clear()
+            self._fast_entries = 0
+        t = type(tree)
+        entries = self._fast.setdefault((t, len(tree)) if t is list or t is tuple or t is dict else t, [])
+        if len(entries) >= 8:
+            entries.pop(0)
+            self._fast_entries -= 1
+        entries.append(_Entry(plan, *compiled))
+        self._fast_entries += 1
+
+    def _plan(self, op, leaves, td=None):
+        """The :class:`BucketPlan` of ``leaves`` (made, and checked across ranks, on first use)."""
+        return self._plan_for(op, leaves)[0]
+
+    def _plan_for(self, op, leaves):
+        # The plan depends on the leaves only (the tree structure is rebuilt from its treedef).
         try:  # cheap key: type, shape, dtype and device of each leaf
             key = tuple((type(x), x.shape, dtype_name(x.dtype), x.device) for x in leaves)
             plan = self._plans.get(key)
         except (AttributeError, TypeError):  # not arrays, or unhashable: leaf_spec says which
             key, plan = None, None
-        if plan is None:
-            specs = tuple(leaf_spec(x, f"{op}: leaf {i}") for i, x in enumerate(leaves))
-            plan = BucketPlan(specs, self.bucket_bytes)
-            self._check_same(op, plan)
-            if key is not None:
-                if len(self._plans) > 256:
-                    self._plans.clear()
-                self._plans[key] = plan
-        return plan
+        if plan is not None:
+            return plan, key, False
+        specs = tuple(leaf_spec(x, f"{op}: leaf {i}") for i, x in enumerate(leaves))
+        plan = BucketPlan(specs, self.bucket_bytes)
+        self._check_same(op, plan)
+        if key is not None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+                self._fast.clear()  # compiled entries only ever refer to plans in self._plans
+                self._fast_entries = 0
+            self._plans[key] = plan
+        return plan, key, True
 
     def _check_same(self, op, plan):
         """Fail clearly when ranks plan different trees (else a collective would hang or mix data)."""
@@ -237,31 +296,33 @@ class Communicator:
                 f"{op}: the ranks passed pytrees of different structure, shapes or dtypes "
                 f"(signatures by rank: {list(sigs)}); every rank must pass the same kind of tree")
 
-    @staticmethod
-    def _by_group(plan):
-        groups = {}
-        for b, (g, _, _) in enumerate(plan.buckets):
-            groups.setdefault(g, []).append(b)
-        return groups.items()
-
-    def _reduce(self, op, leaves, td, scale, floating=False):
-        plan = self._plan(op, leaves, td)
+    def _reduce(self, op, tree, scale, floating=False):
+        leaves, plan, build, entry = self._prepare(op, tree)
         if floating and not plan.floating:
             _check_floating(leaves)
-        bufs = plan.pack(leaves, scale)
-        for g, idx in self._by_group(plan):
+        bufs = plan.pack(leaves, scale, plain=entry is not None)  # scaled while packed: no pass of its own
+        # NumPy's fast path: the result tree of new views of the kept buckets is made now, while its
+        # pieces are still in cache; a transport that sums in place (MPI, NCCL) then fills it.
+        views = plan.kept_views(bufs) if entry is not None and entry.rebuild is not None else None
+        out = entry.rebuild(views, leaves) if views is not None else None
+        for g, idx in plan.by_group:
             part = [bufs[b] for b in idx]
             with self._guard(op, plan, idx):
                 part = self._sum_(plan.groups[g], part)
             for b, buf in zip(idx, part):
                 bufs[b] = buf
-        return tree_unflatten(td, plan.unpack(bufs, leaves))
+        if out is not None and plan.kept_views(bufs) is views:  # summed in place: ``out`` holds the sums
+            return out
+        return build(plan.unpack(bufs, leaves))
 
     def _guard(self, op, plan, idx):
         return _Guard(self, op, plan, idx)
 
     def _expired(self, what, timeout):
         """Called by the watchdog thread: say what hung, then abort the job."""
+        if isinstance(what, tuple):  # (op, plan, bucket indices): formatted only now
+            op, plan, idx = what
+            what = f"{op} of {', '.join(plan.describe(b) for b in idx)}"
         sys.stderr.write(
             f"gpuad.distributed: rank {self.rank} of {self.size} ({self.backend}): {what} did not complete "
             f"within {timeout:g} s; another rank has probably crashed, stopped, or is waiting in a different "
@@ -292,6 +353,15 @@ def _check_floating(leaves):
                             "a mean needs floating leaves (use allreduce_sum for integers)")
 
 
+class _Entry:
+    """A compiled structure: its plan and the functions of :func:`._compiled.compile_tree`."""
+
+    __slots__ = ("plan", "extract", "build", "rebuild")
+
+    def __init__(self, plan, extract, build, rebuild):
+        self.plan, self.extract, self.build, self.rebuild = plan, extract, build, rebuild
+
+
 class _Guard:
     """Arms the watchdog around one collective and counts the bucket calls."""
 
@@ -306,10 +376,7 @@ class _Guard:
         if c.timeout is not None:
             if c._watchdog is None:
                 c._watchdog = _Watchdog(c.timeout, c._expired)
-            what = self.op
-            if self.plan is not None:
-                what = f"{self.op} of {', '.join(self.plan.describe(b) for b in self.idx)}"
-            c._watchdog.arm(what)
+            c._watchdog.arm(self.op if self.plan is None else (self.op, self.plan, self.idx))
 
     def __exit__(self, *exc):
         if self.comm._watchdog is not None:
