@@ -8,7 +8,8 @@ advancing while the predicted peak (NOTE [block model] in
 ``gpuad._schedules``) stays within the budget.  This is the heterogeneous
 chain dynamic program of Beaumont, Eyraud-Dubois, Herrmann, Joly and Shilova,
 "Optimal checkpointing for heterogeneous chains" (2019), in gpuad's memory
-model.
+model, extended with snapshots that serve only a later part of the chain and
+are dropped before their own step is recorded.
 
 # NOTE [optimal recursion]: ``solve(s, t, h, m)`` reverses steps
 # ``s .. t-1`` starting with ``x_s`` current, the cotangent of ``x_t``
@@ -23,12 +24,30 @@ model.
 #   this is the snapshot's last use, so it is dropped first (its last
 #   restore frees it, and the tape keeps only ``input_kept`` of ``x_s``);
 # * (``T``, ``N``) snapshot ``x_s`` and ``solve(s, t, ST or SN, ...)``;
-# * (snapshot states) advance to ``s'``, ``solve(s', t, N, m)``, restore
-#   ``x_s``, ``solve(s, s', h, m)``.
+# * (snapshot states) ``R(s, w, t, m)``, restore ``x_s``,
+#   ``solve(s, w, h, m)``, for ``s < w < t``.
+#
+# ``R(s, w, t, m)`` reverses steps ``w .. t-1`` from the snapshot ``x_s``
+# (which the caller then restores): advance to ``w`` and
+# ``solve(w, t, N, m)``, or advance to ``s2`` (``s < s2 < w``), snapshot
+# ``x_s2`` and ``P(s2, w, t, m - its bytes)``.  ``P(s, u, t, m)`` reverses
+# steps ``u .. t-1`` from the snapshot ``x_s`` and drops that snapshot on
+# its last restore, before step ``s`` is recorded: steps ``s .. u-1`` are
+# left to an earlier snapshot, which re-runs them.  Either drop it at once
+# and ``R(s, u, t, m + its bytes)``, or ``R(s, w, t, m)``, restore ``x_s``
+# and ``P(s, u, w, m)`` (``u < w < t``).  Only a snapshot of a state reached
+# by an advance is dropped early: the steps before a state reached by a tape
+# could be re-run only over that held tape (allowed by the executor and by
+# the tests' search, never found to pay).  Without ``P`` (every snapshot
+# kept until its step is recorded) the optimum can be worse: in
+# tests/test_optimal.py::test_a_snapshot_dropped_before_its_step_is_recorded
+# a 1-byte ``x_1`` spares re-running step 0 for steps 3 and 2, but cannot
+# stay while step 2's tape is held, and the plan costs 12 time units, not 14.
 #
 # Every step is taped exactly once in every schedule, so only advances
 # cost.  tests/test_optimal.py checks the optimum against an exhaustive
-# search over *all* action sequences on random chains.
+# search over all action sequences (any snapshot dropped at any time, steps
+# re-run while their tape is held) on random chains.
 
 # NOTE [optimal sizes]: memory is counted in units of the gcd of every size
 # (exact).  When the budget spans more than ``MAX_UNITS`` units the sizes are
@@ -37,16 +56,19 @@ model.
 # differ are planned over groups of consecutive steps.  Such inexact plans
 # are compared with the best revolve and uniform plans under the same budget
 # and the best is used (``info["exact"]`` says which case applied).
-# Chains whose steps all have the same memory profile are planned exactly
-# by a faster recursion on the length alone, with every step costing their
-# mean time (timing noise should not steer the schedule).
+# Chains whose steps all have the same memory profile are planned by a
+# faster recursion on the length alone, with every step costing their mean
+# time (timing noise should not steer the schedule).  It has no ``P``: on
+# such chains early drops never paid where the tests compare it with the
+# general recursion.
 """
 
 from __future__ import annotations
 
 import math
-from itertools import repeat
 from operator import add
+
+import numpy as np
 
 from . import _schedules as S
 
@@ -132,9 +154,10 @@ class _Chain:
 # ---------------------------------------------------------------- the tables
 #
 # ``F(h, s, t, m)`` is the least advance cost of ``solve(s, t, h, m)``;
-# ``m`` runs to ``Mx = M + max state size``: dropping an ancestor's snapshot
-# may leave more room than the root had.  Larger indices are clamped (a
-# conservative answer).
+# ``m`` runs to ``Mx = M``: a drop frees only bytes that were counted below
+# the root (a snapshot frees what taking it added; ``P`` frees the snapshot
+# ``R`` took), so no state has more room than the root.  Larger indices
+# would be clamped (a conservative answer).
 
 SNAPPED = {T: ST, N: SN}
 
@@ -168,38 +191,98 @@ def _tables_homogeneous(ch, M, Mx):
 
 
 def _tables_general(ch, M, Mx):
-    """``F[h][s][t]``: per-budget lists (index ``m``) of least advance cost."""
-    L = ch.L
-    F = [[[None] * (L + 1) for _ in range(L + 1)] for _ in range(5)]
-    FT, FN = F[T], F[N]
-    inf_row = [INF] * (Mx + 1)
-    idx = range(Mx + 1)
+    """``F(h, s, t, m)`` and the choices achieving it (NOTE [optimal recursion]).
 
-    def shifted(row, d):   # row'[m] = row[m - d] (clamped above, INF below 0)
+    Rows over ``m`` are numpy arrays; ``s`` runs from the right.  For each
+    ``s`` it computes ``R(s, w, t)`` for every ``w < t``, then ``P(s, u, t)``
+    and ``F(h, s, t)``; ``Q[w, t]``, the least ``prefix[s2] + P(s2, w, t)``
+    at ``m - b[s2]`` over the ``s2`` done so far, makes each ``R`` entry
+    O(1).  Only ``F(T)`` and ``F(N)`` are kept for every ``s``; the choices
+    (``int8``: ``L <= MAX_GENERAL_STEPS < 128``; per ``s`` and ``w`` for
+    ``t > w``) drive :func:`_emit_general`.
+    """
+    L, W = ch.L, Mx + 1
+    pre = np.array(ch.prefix, dtype=float)
+    idx = np.arange(W)
+    FT = np.full((L + 1, L + 1, W), INF)
+    FN = np.full((L + 1, L + 1, W), INF)
+    base = None
+    CF = np.full((5, L + 1, L + 1, W), -1, dtype=np.int8)   # -1 tape, -2 snapshot, v: split at v
+    CR, CP = {}, {}   # (s, w) -> choices for t > w: -1 advance to w / drop now, else s2 / the split
+    Q = np.full((L + 1, L + 1, W), INF)
+    QA = np.full((L + 1, L + 1, W), -1, dtype=np.int8)
+
+    def shifted(a, d):   # a'[..., m] = a[..., m - d] (clamped above, INF below 0)
+        out = np.full_like(a, INF)
         if d > Mx:
-            return inf_row
+            return out
         if d >= 0:
-            return [INF] * d + row[:Mx + 1 - d]
-        return row[-d:] + [row[-1]] * (-d)
+            out[..., d:] = a[..., :W - d]
+        else:
+            d = max(d, -Mx)
+            out[..., :W + d] = a[..., -d:]
+            out[..., W + d:] = a[..., -1:]
+        return out
 
-    for n in range(1, L + 1):
-        for s in range(0, L - n + 1):
-            t = s + n
-            for h in ((BASE,) if s == 0 else (SN, ST, T, N)):
-                ta = ch.tape_add(s, h)
-                if n == 1:
-                    v = [0 if m >= ta else INF for m in idx]
-                else:
-                    v = shifted(FT[s + 1][t], ta)
+    for s in range(L - 1, -1, -1):
+        lo = s + 1
+        R = np.full((L + 1, L + 1, W), INF)       # R(s, w, t) at [w, t]
+        for w in range(lo, L):
+            direct = FN[w, w + 1:] + (pre[w] - pre[s])
+            via = Q[w, w + 1:] - pre[s]
+            R[w, w + 1:] = np.minimum(direct, via)
+            CR[s, w] = np.where(via < direct, QA[w, w + 1:], np.int8(-1))
+        if s > 0 and lo < L:
+            P = np.full((L + 1, L + 1, W), INF)   # P(s, u, t) at [u, t]
+            C = np.full((L + 1, L + 1, W), -1, dtype=np.int8)
+            for t in range(s + 2, L + 1):
+                best = shifted(R[lo:t, t], -ch.b[s])
+                if t - lo >= 2:
+                    X = R[lo + 1:t, t][None] + P[lo:t, lo + 1:t]
+                    j = X.argmin(axis=1)
+                    xm = np.take_along_axis(X, j[:, None], axis=1)[:, 0]
+                    better = xm < best
+                    C[lo:t, t] = np.where(better, j + lo + 1, -1)
+                    best = np.where(better, xm, best)
+                P[lo:t, t] = best
+            for u in range(lo, L):
+                CP[s, u] = C[u, u + 1:].copy()
+            cand = shifted(P, ch.b[s])
+            cand += pre[s]
+            better = cand < Q
+            np.copyto(Q, cand, where=better)
+            QA[better] = s
+            del P, C, cand, better
+        cur = {}
+        for h in ((BASE,) if s == 0 else (SN, ST, T, N)):
+            row = cur[h] = np.full((L + 1, W), INF)
+            ta = ch.tape_add(s, h)
+            for t in range(lo, L + 1):
+                v = np.where(idx >= ta, 0.0, INF) if t == lo else shifted(FT[lo, t], ta)
+                c = CF[h, s, t]
                 if h in SNAPS:
-                    for sp in range(s + 1, t):
-                        adv = ch.prefix[sp] - ch.prefix[s]
-                        cand = map(add, map(add, FN[sp][t], F[h][s][sp]), repeat(adv))
-                        v = list(map(min, v, cand))
+                    if t - s >= 2:
+                        X = R[lo:t, t] + row[lo:t]
+                        j = X.argmin(axis=0)
+                        xm = X[j, idx]
+                        better = xm < v
+                        c[better] = (j + lo)[better]
+                        v = np.where(better, xm, v)
                 else:
-                    v = list(map(min, v, shifted(F[SNAPPED[h]][s][t], ch.snap_add(s, h))))
-                F[h][s][t] = v
-    return lambda h, s, t, m: F[h][s][t][min(m, Mx)]
+                    sv = shifted(cur[SNAPPED[h]][t], ch.snap_add(s, h))
+                    better = sv < v
+                    c[better] = -2
+                    v = np.where(better, sv, v)
+                row[t] = v
+        if s == 0:
+            base = cur[BASE]
+        else:
+            FT[s], FN[s] = cur[T], cur[N]
+
+    def value(h, s, t, m):
+        assert (h, s, t) == (BASE, 0, L)
+        return base[t, min(m, Mx)]
+    return value, (CF, CR, CP, Mx)
 
 
 # ---------------------------------------------------------------- the schedule
@@ -240,6 +323,52 @@ def _emit(ch, F, M):
             raise AssertionError(f"optimal: no split reproduces the table at {(s, t, h, m)}")
         out.append(("advance", pos[s], pos[sp]))
         stack += [("solve", s, sp, h, m), ("restore", pos[s]), ("solve", sp, t, N, m)]
+    return _merge_tapes(out)
+
+
+def _emit_general(ch, choices, M):
+    """The action list of the general tables (:func:`_tables_general`), from their choices."""
+    CF, CR, CP, Mx = choices
+    pos, b = ch.pos, ch.b
+    out = [("snapshot", 0)]
+    stack = [("F", BASE, 0, ch.L, M)]
+    while stack:
+        item = stack.pop()
+        kind = item[0]
+        if kind == "F":
+            _, h, s, t, m = item
+            c = int(CF[h, s, t, m])
+            if c == -1:
+                if h in (SN, ST):
+                    out.append(("drop", pos[s]))
+                out.append(("tape", pos[s], pos[s + 1]))
+                stack.append(("reverse", pos[s], pos[s + 1]))
+                if t - s > 1:
+                    stack.append(("F", T, s + 1, t, min(m - ch.tape_add(s, h), Mx)))
+            elif c == -2:
+                out.append(("snapshot", pos[s]))
+                stack.append(("F", SNAPPED[h], s, t, m - ch.snap_add(s, h)))
+            else:
+                stack += [("F", h, s, c, m), ("restore", pos[s]), ("R", s, c, t, m)]
+        elif kind == "R":          # x_s current and snapshotted; reverse w .. t-1
+            _, s, w, t, m = item
+            c = int(CR[s, w][t - w - 1, m])
+            if c == -1:
+                out.append(("advance", pos[s], pos[w]))
+                stack.append(("F", N, w, t, m))
+            else:
+                out += [("advance", pos[s], pos[c]), ("snapshot", pos[c])]
+                stack.append(("P", c, w, t, m - b[c]))
+        elif kind == "P":          # the same, dropping the snapshot of x_s on its last restore
+            _, s, u, t, m = item
+            c = int(CP[s, u][t - u - 1, m])
+            if c == -1:
+                out.append(("drop", pos[s]))
+                stack.append(("R", s, u, t, min(m + b[s], Mx)))
+            else:
+                stack += [("P", s, u, c, m), ("restore", pos[s]), ("R", s, c, t, m)]
+        else:
+            out.append(item)
     return _merge_tapes(out)
 
 
@@ -358,10 +487,15 @@ def optimal_actions(cost, budget_bytes, *, exact=False):
     M = spare // unit
     ch.scale(unit)
     ch.ticks(pooled=homog)
-    Mx = M + max(ch.b)
-    F = (_tables_homogeneous if homog else _tables_general)(ch, M, Mx)
+    Mx = M
+    if homog:
+        F = _tables_homogeneous(ch, M, Mx)
+        emit = lambda: _emit(ch, F, M)  # noqa: E731
+    else:
+        F, choices = _tables_general(ch, M, Mx)
+        emit = lambda: _emit_general(ch, choices, M)  # noqa: E731
     info = {"exact": not (grouped or quantized), "units": unit, "groups": ch.L, "homogeneous": homog}
-    acts = _emit(ch, F, M) if F(BASE, 0, ch.L, M) < INF else None
+    acts = emit() if F(BASE, 0, ch.L, M) < INF else None
     if not info["exact"]:
         secs = ch.secs if not grouped else (list(cost.seconds) if cost.seconds and any(cost.seconds) else [1.0] * l)
         # rounded sizes can misjudge what a dropped snapshot frees: check the plan
