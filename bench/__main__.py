@@ -1,11 +1,15 @@
-"""``python -m bench``: run the gpuad benchmarks of issue 5 and write their results.
+"""``python -m bench``: run the gpuad benchmarks of issues 5 and 6 and write their results.
 
 Workloads (``--only`` picks some): ``mlp``, ``tanh``, ``overhead``, ``hvp``,
-``import``.  Each compares gpuad with hand-written NumPy in the same process,
-and with torch, jax (with and without jit), HIPS autograd and mygrad when they
-are installed.  Results go to ``bench/results/`` (gitignored) as JSON and
-markdown; ``--record`` also rewrites ``bench/RESULTS.md``.  Thread pools are
-pinned to one thread (unless already set) before numpy is imported.
+``import``, ``gpu``.  The first five compare gpuad with hand-written NumPy in
+the same process, and with torch, jax (with and without jit), HIPS autograd
+and mygrad when they are installed.  ``gpu`` (``bench/gpu.py``) runs the MLP,
+tanh and per-op steps on CuPy against hand-written CuPy with CUDA-event
+timing when the CuPy backend is usable, and is reported as skipped (with the
+reason) otherwise.  Results go to ``bench/results/`` (gitignored; ``--out``
+picks another directory) as JSON and markdown; ``--record`` also rewrites
+``bench/RESULTS.md``.  Thread pools are pinned to one thread (unless already
+set) before numpy is imported.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import datetime as _dt  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-WORKLOADS = ("mlp", "tanh", "overhead", "hvp", "import")
+WORKLOADS = ("mlp", "tanh", "overhead", "hvp", "import", "gpu")
 
 
 def _modules():
-    from . import hvp, importtime, mlp, overhead, tanhnet
+    from . import gpu, hvp, importtime, mlp, overhead, tanhnet
 
-    return {"mlp": mlp, "tanh": tanhnet, "overhead": overhead, "hvp": hvp, "import": importtime}
+    return {"mlp": mlp, "tanh": tanhnet, "overhead": overhead, "hvp": hvp, "import": importtime, "gpu": gpu}
 
 
 def main(argv=None):
@@ -78,9 +82,16 @@ def main(argv=None):
            "quiet": {}, "workloads": {}}
     out["machine"]["peers"] = peers_mod.versions(peers)
     for i, name in enumerate(only):
-        out["quiet"][name] = wait_quiet(max_wait_s=max_wait, own_load=1.0 if i else 0.0)
         mod = mods[name]
         cfg = dict(mod.QUICK if args.quick else mod.FULL)
+        # A workload that needs hardware this machine lacks (gpu) is skipped, with the reason.
+        why = mod.unavailable() if hasattr(mod, "unavailable") else None
+        if why is not None:
+            print(f"[bench] {name}: skipped: {why}", file=sys.stderr, flush=True)
+            out["workloads"][name] = mod.skipped(why)
+            out["workloads"][name]["config"] = cfg
+            continue
+        out["quiet"][name] = wait_quiet(max_wait_s=max_wait, own_load=1.0 if i else 0.0)
         print(f"[bench] {name} {cfg} ...", file=sys.stderr, flush=True)
         kw = {"memory": not args.no_memory} if name == "tanh" else {}
         out["workloads"][name] = mod.run(cfg, peers, reps, warmup, **kw)
@@ -95,6 +106,11 @@ def main(argv=None):
     if not args.no_write:
         for path in write(out, outdir=args.out, record=args.record):
             print(f"wrote {os.path.relpath(path)}")
+    errors = [f"{w}/{s}: {r['error']}" for w, res in out["workloads"].items()
+              for s, r in (res.get("steps") or {}).items() if "error" in r]
+    if errors:
+        print("errors (results of the other steps were written):\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
     return 0
 
 

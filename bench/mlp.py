@@ -29,8 +29,12 @@ def setup(sizes, batch, seed=0):
     return params, x, y
 
 
-def numpy_step(params, x, y):
-    """Hand-written forward and backward; returns (loss, grads in the order of params)."""
+def numpy_step(params, x, y, np=np):
+    """Hand-written forward and backward; returns (loss, grads in the order of params).
+
+    ``np`` is the array module the arrays belong to: NumPy here, CuPy in
+    ``bench/gpu.py`` (the same code is the baseline on both).
+    """
     W1, b1, W2, b2, W3, b3 = params
     B = x.shape[0]
     a1 = x @ W1

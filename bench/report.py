@@ -59,6 +59,14 @@ def targets(w):
     add("`import gpuad`, × `import numpy`", "≤ ×1.5, no cupy/scipy/matplotlib", 1.5,
         _get(r, "vs_numpy", "median"), _get(r, "vs_numpy", "of_min"), extra_ok=not heavy,
         note=f"loaded {heavy}" if heavy else "")
+    # GPU rows (issue 6) only when the gpu workload ran: a CPU-only run's table stays as it was.
+    if _get(w, "gpu", "steps") is not None:
+        for step, name in (("mlp", "MLP step"), ("tanh", "100-layer tanh step")):
+            r = _get(w, "gpu", "steps", step, "results", "gpuad")
+            ok = _get(r, "agrees") is not False
+            add(f"GPU {name}, GPU time × hand-written CuPy", "≤ ×1.05", 1.05,
+                _get(r, "vs_handwritten", "gpu", "median"), _get(r, "vs_handwritten", "gpu", "of_min"),
+                extra_ok=ok, note="" if ok else "gradients disagree")
     return rows
 
 
@@ -85,6 +93,43 @@ def _step_table(res, memory=False):
             line += f" {_f(r.get('peak_extra_MiB'), '{:.1f}')} | {_f(r.get('peak_extra_rss_MiB'), '{:.1f}')} |"
         lines.append(line + f" {_f(r.get('cpu_per_wall'))} | {_agrees(r)} |")
     return lines
+
+
+def _gpu_section(g):
+    head = "### 6. GPU: gpuad on CuPy against hand-written CuPy, float32, CUDA-event timing"
+    if "skipped" in g:
+        return [head, "", f"skipped: {g['skipped']}", ""]
+    d = g["device"]
+    dev = d.get("name", "unknown device")
+    if d.get("compute_capability"):
+        dev += f" (compute capability {d['compute_capability']}, {d.get('memory_GiB', '?')} GiB)"
+    versions = (f"CuPy {d.get('cupy', '?')}, CUDA runtime {d.get('cuda_runtime', '?')}, "
+                f"driver {d.get('cuda_driver', '?')}")
+    env = ", ".join(f"{k}={v}" for k, v in (d.get("env") or {}).items())
+    md = [head, "", f"Device: {dev}; {versions}" + (f"; {env}" if env else "") + ".", ""]
+    titles = {"mlp": lambda wl: f"MLP step {'-'.join(map(str, wl['sizes']))}, batch {wl['batch']}",
+              "tanh": lambda wl: f"{wl['layers']}-layer tanh net, width {wl['width']}, batch {wl['batch']}",
+              "overhead": lambda wl: f"per-op overhead, {wl['n_ops']}-op chain on shape {tuple(wl['shape'])}"}
+    for step, s in g["steps"].items():
+        if "error" in s:
+            md += [f"#### {step}", "", f"**error:** {s['error']}", ""]
+            continue
+        u = "µs/op" if s["unit"].startswith("µs") else "ms"
+        md += [f"#### {titles[step](s['workload'])}", "",
+               f"| case | GPU {u} median | min | max | CPU {u} median | × hand-written GPU (median) "
+               "| × (of min) | × hand-written CPU (median) | grads agree |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for k, r in s["results"].items():
+            t, c, v = r["gpu"], r["cpu"], r["vs_handwritten"]
+            md.append(f"| {r['label']} (`{k}`) | {t['median']:.3f} | {t['min']:.3f} | {t['max']:.3f} | "
+                      f"{c['median']:.3f} | ×{v['gpu']['median']:.3f} | ×{v['gpu']['of_min']:.3f} | "
+                      f"×{v['cpu']['median']:.3f} | {_agrees(r)} |")
+        md.append("")
+    md += [f"{g['n_repeat']} timed calls per case after {g['n_warmup']} warm-up calls, in {g['rounds']} "
+           f"interleaved rounds, timed by `{g['timer']}`: GPU time between CUDA events recorded before and "
+           "after each call on the current stream; CPU time of the call on the host. Ratios are of the "
+           "medians (and of the minima).", ""]
+    return md
 
 
 def markdown(out):
@@ -136,7 +181,11 @@ def markdown(out):
             md.append(f"| `{r['label']}` (`{k}`) | {ms['median']:.1f} | {ms['min']:.1f} | {ms['max']:.1f} | "
                       f"×{r['vs_numpy']['median']:.2f} | {', '.join(r['heavy_modules_loaded']) or 'none'} |")
         md.append("")
-    md += ["### Targets (issue 5)", "", "| target | goal | median | at min | verdict |", "|---|---|---:|---:|---|"]
+    if "gpu" in w:
+        md += _gpu_section(w["gpu"])
+    gpu_ran = _get(w, "gpu", "steps") is not None
+    md += ["### Targets (issue 5)" + (", GPU (issue 6)" if gpu_ran else ""), "",
+           "| target | goal | median | at min | verdict |", "|---|---|---:|---:|---|"]
     for t in out["targets"]:
         note = f" ({t['note']})" if t["note"] else ""
         md.append(f"| {t['name']}{note} | {t['target']} | {_f(t['median'], '{:.3f}')} | "

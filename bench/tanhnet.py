@@ -38,8 +38,12 @@ def setup(layers, width, batch, seed=0):
     return params, x
 
 
-def numpy_step(params, x):
-    """Hand-written forward and backward; returns (loss, grads in the order of params)."""
+def numpy_step(params, x, np=np):
+    """Hand-written forward and backward; returns (loss, grads in the order of params).
+
+    ``np`` is the array module the arrays belong to: NumPy here, CuPy in
+    ``bench/gpu.py`` (the same code is the baseline on both).
+    """
     B = x.shape[0]
     hs = [x]
     h = x

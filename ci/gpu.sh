@@ -5,8 +5,10 @@
 # GPUAD_CUDA_MAJOR=12|13 overrides.  CuPy wheels do not bundle the CUDA
 # libraries (NVRTC, cuBLAS, ...): when the runner has no CUDA toolkit, they are
 # pip-installed too through CuPy's [ctk] extra (GPUAD_CUPY_CTK=1|0 forces it).  Fails unless CuPy is usable, then runs the
-# whole suite (gpu-marked tests included), the bounded packaging/slow step and
-# the benchmarks.
+# whole suite with GPUAD_BACKEND=cupy (gpu-marked tests included), the bounded
+# packaging/slow step and the benchmarks (python -m bench, the gpu workload
+# included), whose JSON and markdown go to GPUAD_BENCH_OUT (default
+# bench/results/gpu; ci/workflows/ci.yml uploads it as an artifact).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,11 +56,20 @@ GPUAD_BACKEND=cupy gpuad info
 
 # The default selection (-m "not slow") includes the gpu-marked tests; CuPy was
 # just checked to be usable, so they run rather than skip (-rs lists any skip).
-step "tests: python -m pytest -q (gpu-marked tests included)"
-python -m pytest -q -rs
+# GPUAD_BACKEND=cupy makes CuPy the default backend explicitly (auto would pick
+# it too here): ops without array inputs, keys and initialisers create CuPy
+# arrays, and a CuPy that stopped being usable is an error, not a NumPy run.
+step "tests: GPUAD_BACKEND=cupy python -m pytest -q -rs (gpu-marked tests included)"
+GPUAD_BACKEND=cupy python -m pytest -q -rs
 
 step "packaging and slow tests (bounded)"
-timeout 1800 python -m pytest -q -m "packaging or slow"
+GPUAD_BACKEND=cupy timeout 1800 python -m pytest -q -m "packaging or slow"
 
-step "benchmarks"
-python -m bench
+bench_out=${GPUAD_BENCH_OUT:-bench/results/gpu}
+step "benchmarks: python -m bench --out $bench_out"
+# Exits non-zero only when a workload step raised; its JSON is written first.
+bench_rc=0
+python -m bench --out "$bench_out" || bench_rc=$?
+echo "benchmark results (JSON and markdown): $bench_out/bench-latest.json, $bench_out/bench-latest.md"
+ls -l "$bench_out"
+exit "$bench_rc"

@@ -30,6 +30,12 @@ def namespace_for_device(device):
         from .._backend import backend_module
 
         return backend_module("cupy").namespace()
+    if isinstance(device, str) and device == "cpu":
+        # NumPy's device (``np.zeros(1).device``): NumPy, whatever the default
+        # backend is (e.g. adam.init of NumPy parameters on a CUDA machine).
+        from .._backend import backend_module
+
+        return backend_module("numpy").namespace()
     return default_namespace()
 
 

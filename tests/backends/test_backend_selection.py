@@ -169,3 +169,15 @@ def test_numpy_index_add_override_accumulates_repeats():
     assert impl is not None
     out = impl(npx, np.zeros(3), np.asarray([1.0, 2.0, 4.0]), key=np.asarray([0, 0, 2]))
     assert out.tolist() == [3.0, 0.0, 4.0]
+
+
+def test_numpy_device_creates_on_numpy_whatever_the_default(monkeypatch):
+    """``device="cpu"`` (NumPy's) picks NumPy even when the default is another backend (CuPy on a GPU machine)."""
+    from gpuad import ops, optim
+
+    monkeypatch.setenv("GPUAD_BACKEND", "array_api_strict")
+    assert gpuad.get_backend().name == "array_api_strict"
+    assert isinstance(ops.zeros((), dtype="int32", device=np.zeros(1).device), np.ndarray)
+    state = optim.adam(0.1).init({"w": np.zeros(2)})  # its step counter: ops.zeros(device=leaf.device)
+    assert all(isinstance(leaf, (np.ndarray, np.generic)) for leaf in gpuad.tree_leaves(state))
+    assert type(xp.zeros(3)).__module__.startswith("array_api_strict")  # no device: still the default

@@ -126,3 +126,134 @@ def test_target_verdicts():
     assert rows["100-layer tanh step"]["verdict"] == "FAIL (min passes)"
     assert rows["peak extra memory of the tanh step"]["verdict"] == "PASS"
     assert rows["HVP"]["verdict"] == "not run"
+
+
+# --- the GPU workload (bench/gpu.py), run here on NumPy with a perf_counter stand-in -----------
+class _FakeResult:
+    """What ``cupyx.profiler.benchmark`` returns: CPU times (n,) and GPU times (devices, n), seconds."""
+
+    def __init__(self, cpu_times, gpu_times):
+        self.cpu_times = np.asarray(cpu_times)
+        self.gpu_times = np.asarray(gpu_times)[None, :]
+
+
+def fake_benchmark(func, args=(), kwargs=None, n_repeat=10000, *, name=None, n_warmup=10, max_duration=None,
+                   devices=None):
+    """``cupyx.profiler.benchmark``'s signature and result, timed with ``perf_counter`` (GPU time = CPU time)."""
+    fake_benchmark.calls.append((name, n_repeat, n_warmup))
+    kwargs = kwargs or {}
+    for _ in range(n_warmup):
+        func(*args, **kwargs)
+    ts = []
+    for _ in range(n_repeat):
+        t0 = time.perf_counter()
+        func(*args, **kwargs)
+        ts.append(time.perf_counter() - t0)
+    return _FakeResult(ts, ts)
+
+
+GPU_TINY = {"mlp": {"sizes": (12, 16, 8, 5), "batch": 6}, "tanh": {"layers": 4, "width": 8, "batch": 3},
+            "overhead": {"n_ops": 40, "size": 4}, "n_repeat": 4, "n_warmup": 1, "rounds": 2}
+
+
+def _gpu_run(**kw):
+    from bench import gpu
+
+    fake_benchmark.calls = []
+    return gpu.run(GPU_TINY, {}, 1, 1, xp=np, benchmark=fake_benchmark, device={"name": "fake"}, **kw)
+
+
+def test_gpu_workload_on_numpy_with_a_fake_timer():
+    from bench import gpu
+
+    res = _gpu_run()
+    assert res["benchmark"] == "gpu" and "skipped" not in res
+    assert res["device"] == {"name": "fake"} and res["timer"].endswith("fake_benchmark")
+    assert (res["n_repeat"], res["n_warmup"], res["rounds"]) == (4, 1, 2)
+    # 3 steps x 2 cases x 2 rounds, each round 2 calls; warm-up in full only in the first round.
+    assert len(fake_benchmark.calls) == 12
+    assert {c[1] for c in fake_benchmark.calls} == {2}
+    assert [c[2] for c in fake_benchmark.calls[:2]] == [1, 1]
+    assert set(res["steps"]) == set(gpu.STEPS)
+    for step, s in res["steps"].items():
+        assert "error" not in s, s
+        assert set(s["results"]) == {"handwritten", "gpuad"}
+        g = s["results"]["gpuad"]
+        assert g["agrees"] is True, step
+        assert "agrees" not in s["results"]["handwritten"]
+        for r in s["results"].values():
+            for what in ("gpu", "cpu"):
+                t = r[what]
+                assert t["n"] == 4 and 0 < t["min"] <= t["median"] <= t["max"]
+                assert {"median", "of_min"} == set(r["vs_handwritten"][what])
+        assert s["results"]["handwritten"]["vs_handwritten"]["gpu"]["median"] == pytest.approx(1.0)
+    assert res["steps"]["overhead"]["unit"] == "µs per op"
+    # The report: a GPU section, and target rows for the MLP and tanh GPU times.
+    out = {"workloads": {"gpu": res}, "reps": 1, "warmup": 1, "quick": True}
+    out["targets"] = report.targets(out["workloads"])
+    gpu_rows = [t for t in out["targets"] if t["name"].startswith("GPU ")]
+    assert len(gpu_rows) == 2 and all(t["verdict"].split()[0] in ("PASS", "FAIL") for t in gpu_rows)
+    md = report.markdown(out)
+    assert "### 6. GPU" in md and "Device: fake" in md and "hand-written numpy" in md
+    assert md.count("| gpuad.") == 3 and "**NO**" not in md
+    json.dumps(out)  # JSON-serialisable as written by bench/report.write
+
+
+def test_gpu_workload_really_compares_the_gradients(monkeypatch):
+    """A wrong hand-written gradient is caught (agreement is a real comparison)."""
+    real = mlp.numpy_step
+
+    def off(params, x, y, np=np):
+        loss, grads = real(params, x, y, np=np)
+        return loss, [g * 1.01 for g in grads]
+
+    monkeypatch.setattr(mlp, "numpy_step", off)
+    res = _gpu_run()
+    assert res["steps"]["mlp"]["results"]["gpuad"]["agrees"] is False
+    assert res["steps"]["tanh"]["results"]["gpuad"]["agrees"] is True
+    rows = {t["name"]: t for t in report.targets({"gpu": res})}
+    assert rows["GPU MLP step, GPU time × hand-written CuPy"]["verdict"] == "FAIL"
+    assert "**NO**" in report.markdown({"workloads": {"gpu": res}, "targets": [], "reps": 1, "warmup": 1})
+
+
+def test_gpu_workload_records_a_broken_step(monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("no\nkernel")
+
+    monkeypatch.setattr(tanhnet, "numpy_step", boom)
+    res = _gpu_run()
+    assert res["steps"]["tanh"] == {"error": "RuntimeError: no kernel"}
+    assert res["steps"]["mlp"]["results"]["gpuad"]["agrees"] is True
+    md = report.markdown({"workloads": {"gpu": res}, "targets": report.targets({"gpu": res}), "reps": 1,
+                          "warmup": 1})
+    assert "**error:** RuntimeError: no kernel" in md
+
+
+def test_gpu_workload_skips_with_the_reason(monkeypatch):
+    from bench import gpu
+    from gpuad.backends import cupy as cupy_backend
+
+    monkeypatch.setattr(cupy_backend, "_probe_result", (False, "no usable CUDA device: test"))
+    assert gpu.unavailable() == "no usable CUDA device: test"
+    assert gpu.run(gpu.QUICK, {}, 3, 1) == {"benchmark": "gpu", "skipped": "no usable CUDA device: test"}
+    assert report.targets({"gpu": gpu.skipped("x")}) == report.targets({})
+    md = report.markdown({"workloads": {"gpu": gpu.skipped("why")}, "targets": [], "reps": 1, "warmup": 1})
+    assert "skipped: why" in md
+
+
+def test_quick_gpu_run_without_cupy_is_skipped_not_failed(tmp_path):
+    from gpuad.backends import cupy as cupy_backend
+
+    ok, why = cupy_backend.probe()
+    if ok:
+        pytest.skip("CuPy is usable here: the gpu workload runs instead")
+    res = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "gpu", "--peers", "none", "--out", str(tmp_path)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"gpu: skipped: {why}" in res.stderr
+    out = json.loads((tmp_path / "bench-latest.json").read_text())
+    assert out["workloads"]["gpu"]["skipped"] == why
+    assert out["quiet"] == {}  # no waiting for a quiet machine for a skipped workload
+    assert f"skipped: {why}" in (tmp_path / "bench-latest.md").read_text()
