@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CPU CI job: a fresh venv, gpuad installed with its test extras, the test
-# suite (exactly the command in README.md), then the packaging/slow tests in a
-# separate step bounded to 15 minutes.
+# CPU CI job: a fresh venv, gpuad installed with its test extras, lint (ruff,
+# configured in pyproject.toml), the test suite (exactly the command in
+# README.md), then the packaging/slow tests in a separate step bounded to 15
+# minutes (they include the CuPy-without-a-driver checks).
 #
 # Environment:
 #   PYTHON            interpreter that creates the venv (default: python3)
@@ -23,9 +24,12 @@ if [ "${GPUAD_CI_NO_VENV:-0}" != 1 ]; then
     . "$VENV/bin/activate"
 fi
 
-step "install gpuad[test,train,distributed]"
+step "install gpuad[test,train,distributed,lint]"
 python -m pip install -q --upgrade pip "setuptools>=70.1" wheel
-python -m pip install -q -e '.[test,train,distributed]'
+python -m pip install -q -e '.[test,train,distributed,lint]'
+
+step "lint: ruff check ."
+ruff check .
 
 step "gpuad info"
 gpuad info
