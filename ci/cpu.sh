@@ -2,7 +2,8 @@
 # CPU CI job: a fresh venv, gpuad installed with its test extras, lint (ruff,
 # configured in pyproject.toml), the test suite (exactly the command in
 # README.md), then the packaging/slow tests in a separate step bounded to 15
-# minutes (they include the CuPy-without-a-driver checks).
+# minutes (they include the CuPy-without-a-driver checks), then the CUDA kernel
+# compile check with a compiler required (nvcc, or NVRTC from its wheel).
 #
 # Environment:
 #   PYTHON            interpreter that creates the venv (default: python3)
@@ -40,5 +41,14 @@ gpuad train --epochs 2 --no-progress --out "${TMPDIR:-/tmp}/gpuad-ci-train"
 step "tests: python -m pytest -q"
 python -m pytest -q
 
-step "packaging and slow tests (bounded)"
+step "packaging and slow tests (bounded; includes CuPy installed without a driver)"
 timeout 900 python -m pytest -q -m "packaging or slow"
+
+# The suite above already compiles the kernels when a compiler is found; this
+# step makes a missing compiler an error: nvcc from PATH, else NVRTC from the
+# nvidia-cuda-nvrtc-cu12 wheel (installed here when there is no nvcc).
+step "CUDA kernel compile check (float32 and float64)"
+if ! command -v nvcc >/dev/null; then
+    python -m pip install -q nvidia-cuda-nvrtc-cu12
+fi
+GPUAD_REQUIRE_CUDA_COMPILER=1 python -m pytest -q -rs tests/backends/test_cuda_kernels.py

@@ -8,7 +8,7 @@
 # whole suite with GPUAD_BACKEND=cupy (gpu-marked tests included), the bounded
 # packaging/slow step and the benchmarks (python -m bench, the gpu workload
 # included), whose JSON and markdown go to GPUAD_BENCH_OUT (default
-# bench/results/gpu; ci/workflows/ci.yml uploads it as an artifact).
+# bench/results/gpu; .github/workflows/ci.yml uploads it as an artifact).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

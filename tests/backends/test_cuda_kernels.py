@@ -47,6 +47,9 @@ DTYPES = {"float": "float32", "double": "float64"}
 COMPILER = find_compiler()
 #: nvcc and NVRTC both run when both are here; at least the first found runs.
 COMPILERS = find_compilers() or [COMPILER]
+if COMPILER[0] is None and os.environ.get("GPUAD_REQUIRE_CUDA_COMPILER") == "1":
+    # ci/cpu.sh's compile-check step: a missing compiler must fail, not skip.
+    raise RuntimeError(f"GPUAD_REQUIRE_CUDA_COMPILER=1 but {COMPILER[1]}")
 needs_compiler = pytest.mark.skipif(COMPILER[0] is None, reason=f"no CUDA compiler: {COMPILER[1]}")
 GXX = shutil.which("g++") or shutil.which("c++")
 needs_gxx = pytest.mark.skipif(GXX is None, reason="no host C++ compiler (g++) to run the kernels on the CPU")
