@@ -220,6 +220,57 @@ def _windows(ids, starts, t):
     return gxp.reshape(gxp.take(ids, flat, axis=0), (starts.shape[0], t + 1))
 
 
+def _init_model(cfg, o, corpus):
+    """The run's model and initial parameters, and its data and sample keys (from ``cfg.seed``).
+
+    Returns ``(model, params, k_data, k_sample)``; ``o`` is the gpt options
+    (:data:`GPT_DEFAULTS` merged with ``cfg.extra``).  Also used by
+    ``bench/gpt_checkpoint.py``.
+    """
+    model = GPT(GPTConfig(vocab_size=len(corpus.chars), context=o["context"], d_model=o["d_model"],
+                          n_layers=o["layers"], n_heads=o["heads"]))
+    key = random.key(cfg.seed, like=corpus.train)
+    k_init, k_data, k_sample = random.split(key, 3)
+    params = model.init(k_init, "float32" if cfg.dtype == "float16" else cfg.dtype)
+    return model, params, k_data, k_sample
+
+
+def _n_windows(n_train, t):
+    """Training windows per epoch (room left for a random offset)."""
+    return (n_train - 1) // (t + 1) - 1
+
+
+def _epoch_starts(k_data, epoch, n_win, t):
+    """Start of each of the ``n_win`` windows of ``epoch``: a random offset and order, shape ``(n_win,)``."""
+    ke = random.fold_in(k_data, epoch)
+    offset = random.randint(random.fold_in(ke, 1), (1,), 0, t + 1)
+    return random.permutation(random.fold_in(ke, 2), n_win) * (t + 1) + offset
+
+
+def _grad_fn_factory(model, half=False, scale=None):
+    """``make_grad_fn(checkpoint, options)``: the run's step gradient under a checkpointing mode.
+
+    ``make_grad_fn(ck, so)`` returns ``grads(p, x, y) -> (loss, gradients)``
+    of ``model.loss(p, x, y, ck, **so)``; with ``half``, the loss is computed
+    in float16 and the gradients are of ``loss * scale()`` (the current loss
+    scale).  Also used by ``bench/gpt_checkpoint.py``.
+    """
+    def make_grad_fn(ck, so):
+        def loss_fn(p, x, y, s):
+            if half:
+                p = tree_map(lambda a: gxp.astype(a, "float16"), p)
+            loss = model.loss(p, x, y, ck, **so)
+            return loss * s if half else loss, loss
+        g = value_and_grad(loss_fn, has_aux=True)
+
+        def grads(p, x, y):
+            """``(loss, gradients of loss * scale)``; the scale is the current one."""
+            (_, loss), gr = g(p, x, y, scale() if half else 1.0)
+            return loss, gr
+        return grads
+    return make_grad_fn
+
+
 def _timed_grads(fns, args, repeat):
     """Best wall time of ``repeat`` calls of each of ``fns`` on ``args``, interleaved.
 
@@ -315,14 +366,9 @@ def train_gpt(cfg, log=print):
         f"unigram {corpus.unigram_nats:.3f}")
 
     t = o["context"]
-    model = GPT(GPTConfig(vocab_size=vocab, context=t, d_model=o["d_model"], n_layers=o["layers"],
-                          n_heads=o["heads"]))
     half = cfg.dtype == "float16"
-    pdtype = "float32" if half else cfg.dtype
-    key = random.key(cfg.seed, like=corpus.train)
-    k_init, k_data, k_sample = random.split(key, 3)
-    params = model.init(k_init, pdtype)
-    n_win = (n_train - 1) // (t + 1) - 1        # windows per epoch (room for a random offset)
+    model, params, k_data, k_sample = _init_model(cfg, o, corpus)
+    n_win = _n_windows(n_train, t)
     steps_per_epoch = -(-n_win // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = min(100, max(total // 10, 1))
@@ -338,20 +384,7 @@ def train_gpt(cfg, log=print):
         f"{' (float32 master weights, dynamic loss scaling)' if half else ''}, checkpoint {mode}"
         + (f" {sched_opts}" if sched_opts else ""))
 
-    def make_grad_fn(ck, so):
-        def loss_fn(p, x, y, scale):
-            if half:
-                p = tree_map(lambda a: gxp.astype(a, "float16"), p)
-            loss = model.loss(p, x, y, ck, **so)
-            return loss * scale if half else loss, loss
-        g = value_and_grad(loss_fn, has_aux=True)
-
-        def grads(p, x, y):
-            """``(loss, gradients of loss * scale)``; the scale is the current one (``ls``)."""
-            (_, loss), gr = g(p, x, y, ls["scale"] if half else 1.0)
-            return loss, gr
-        return grads
-
+    make_grad_fn = _grad_fn_factory(model, half, lambda: ls["scale"])  # the current scale (``ls``)
     ls = init_loss_scale(corpus.train) if half else None
     grad_fn = make_grad_fn(mode, sched_opts)
 
@@ -370,9 +403,7 @@ def train_gpt(cfg, log=print):
     history, mem = [], None
     train_seconds = 0.0
     for epoch in range(1, cfg.epochs + 1):
-        ke = random.fold_in(k_data, epoch)
-        offset = random.randint(random.fold_in(ke, 1), (1,), 0, t + 1)
-        starts_all = random.permutation(random.fold_in(ke, 2), n_win) * (t + 1) + offset
+        starts_all = _epoch_starts(k_data, epoch, n_win, t)
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
                    disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True)
         losses = []
