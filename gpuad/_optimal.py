@@ -497,7 +497,14 @@ def optimal_actions(cost, budget_bytes, *, exact=False):
     info = {"exact": not (grouped or quantized), "units": unit, "groups": ch.L, "homogeneous": homog}
     acts = emit() if F(BASE, 0, ch.L, M) < INF else None
     if not info["exact"]:
-        secs = ch.secs if not grouped else (list(cost.seconds) if cost.seconds and any(cost.seconds) else [1.0] * l)
+        # at the times the DP used: pooled (all equal) for a homogeneous chain, so that timing
+        # noise does not pick among equally long plans (ties go to the smaller peak)
+        if homog:
+            secs = [1.0] * l
+        elif grouped:
+            secs = list(cost.seconds) if cost.seconds and any(cost.seconds) else [1.0] * l
+        else:
+            secs = ch.secs
         # rounded sizes can misjudge what a dropped snapshot frees: check the plan
         best = [acts] if acts is not None and S.simulate(acts, cost) <= budget_bytes else []
         best += _classic_candidates(cost, budget_bytes, l)

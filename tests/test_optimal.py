@@ -247,6 +247,25 @@ def test_homogeneous_chain_beats_classics_at_their_budgets():
     assert o.predicted_advances < r.predicted_advances
 
 
+def test_timing_noise_does_not_steer_a_homogeneous_plan():
+    # Sizes with gcd 1 force coarse units (inexact), where the DP's plan is compared with the
+    # classic ones; on alike steps that comparison must use the pooled time, as the DP does.
+    import itertools
+
+    u, l = 1_000_003, 4
+    shape = ([u] * (l + 1), [2 * u + 1] * l, [u] * l, [u] * l)
+    none = S.simulate(S.none_actions(l), S.StepCost(*shape, [1.0] * l, base_bytes=u))
+    need = S.min_feasible_peak(S.StepCost(*shape, [1.0] * l, base_bytes=u))
+    for frac in (0.3, 0.5, 0.7, 0.8):
+        budget = int(need + frac * (none - need))
+        plans = set()
+        for secs in itertools.permutations([1.0, 1.2, 0.8, 1.1]):
+            acts, info = O.optimal_actions(S.StepCost(*shape, list(secs), base_bytes=u), budget)
+            assert info["homogeneous"] and not info["exact"]
+            plans.add(repr(acts))
+        assert len(plans) == 1, (frac, plans)
+
+
 def test_budget_that_cannot_be_met():
     cost = _tanh_profile(8)
     need = S.min_feasible_peak(cost)
