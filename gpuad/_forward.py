@@ -50,10 +50,25 @@ class JVPTrace(Trace):
             tout = prim.jvp_joint(tuple(tangents), ans, *primals, **params)
         else:
             tout = None
+            jvps = prim.jvps
+            n = len(primals)
             for i, t in enumerate(tangents):
                 if t is None:
                     continue
-                c = prim.jvp_rule(i)(t, ans, *primals, **params)
+                try:
+                    rule = jvps[i]
+                except (IndexError, TypeError):
+                    rule = None
+                if rule is None:
+                    rule = prim.jvp_rule(i)  # raises, naming the op and the argument
+                if params:
+                    c = rule(t, ans, *primals, **params)
+                elif n == 1:  # NOTE [star calls] in _registry
+                    c = rule(t, ans, primals[0])
+                elif n == 2:
+                    c = rule(t, ans, primals[0], primals[1])
+                else:
+                    c = rule(t, ans, *primals)
                 if c is not None:
                     tout = c if tout is None else _add(tout, c)
         if prim.multiple_results:
@@ -61,7 +76,9 @@ class JVPTrace(Trace):
             return tuple(a if t is None else JVPTracer(self, a, t) for a, t in zip(ans, tout))
         if tout is None:
             return ans
-        return JVPTracer(self, ans, fit(tout, ans, prim.name))
+        if tout.shape != ans.shape or tout.dtype is not ans.dtype:
+            tout = fit(tout, ans, prim.name)
+        return JVPTracer(self, ans, tout)
 
 
 def _add(a, b):

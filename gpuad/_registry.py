@@ -23,7 +23,7 @@ are static (axes, keys, flags).
 
 from __future__ import annotations
 
-from ._backend import namespace_of
+from ._backend import _single_device, namespace_of
 from ._core import Tracer, bind, full_unbox
 
 __all__ = [
@@ -40,6 +40,29 @@ __all__ = [
 
 #: name -> Primitive, for every registered primitive.
 PRIMITIVES: dict = {}
+
+_SEVERAL = object()  # Primitive.__call__: tracers of more than one trace among the arguments
+
+# NOTE [dispatch memo]: with one or two arguments, namespace_of's answer
+# depends on their types alone when at most one of them is an array, or when
+# both are arrays of a namespace whose arrays all live on one device (no
+# devices to compare: NOTE [dispatch fast path] in _backend); array types map
+# to namespaces once and for good (NOTE [namespace cache]).  ``_ns_memo``
+# remembers those answers, keyed by ``type(a)`` for one argument and
+# ``(type(a), type(b))`` for two, so the commonest dispatches skip the call.
+# Calls without an array are never memoised: the default backend answers
+# them, and it can change.
+_ns_memo: dict = {}
+
+
+def dispatch_namespace(args, opname):
+    """``namespace_of(args, opname)``, memoised where NOTE [dispatch memo] allows."""
+    xp = namespace_of(args, opname)
+    if 1 <= len(args) <= 2:
+        arrays = sum(1 for a in args if hasattr(a, "shape"))
+        if arrays == 1 or (arrays == 2 and xp in _single_device):
+            _ns_memo[type(args[0]) if len(args) == 1 else (type(args[0]), type(args[1]))] = xp
+    return xp
 
 
 class Spec:
@@ -84,6 +107,9 @@ class Primitive:
     jvp_joint : callable or None
     keep_args : tuple of int
         Arguments the VJP rules read (see NOTE [what a node keeps]).
+    keep_prefix : int
+        How many leading arguments are all in ``keep_args`` (derived from it):
+        a call with no more arguments than that keeps them as they are.
     keep_ans : bool
         Whether the VJP rules read the output.
     multiple_results : bool
@@ -100,7 +126,8 @@ class Primitive:
 
     __slots__ = (
         "name", "impl_default", "impls", "vjps", "jvps", "jvp_joint",
-        "keep_args", "keep_ans", "multiple_results", "nondiff", "custom", "vjp_variadic", "composite", "doc",
+        "_keep_args", "keep_prefix", "keep_ans", "multiple_results", "nondiff", "custom", "vjp_variadic",
+        "composite", "doc",
     )
 
     def __init__(self, name, impl, *, vjps=(), jvps=None, jvp_joint=None, keep_args=None,
@@ -120,23 +147,67 @@ class Primitive:
         self.composite = None  # set by deffused
         self.doc = doc or getattr(impl, "__doc__", None)
 
+    @property
+    def keep_args(self):
+        return self._keep_args
+
+    @keep_args.setter
+    def keep_args(self, keep):
+        self._keep_args = keep = tuple(keep)
+        n = 0
+        while n in keep:
+            n += 1
+        self.keep_prefix = n
+
     def __call__(self, *args, **params):
         # NOTE [plain fast path]: with no tracer among the arguments the
         # implementation runs at once; this is the common case inside rules
         # at first order, so it is kept to one loop and one dispatch.
+        # NOTE [one-trace fast path]: when every tracer among the arguments
+        # belongs to one live trace, that trace is the innermost one and there
+        # is nothing for ``bind`` to decide, so it processes the op directly.
+        trace = None
         for a in args:
             if isinstance(a, Tracer):
-                if self.nondiff:
-                    return self.impl(tuple(full_unbox(a) for a in args), params)
-                if len(args) == 1 and self.composite is None and a._trace.alive:
-                    return a._trace.process(self, args, params)  # what bind does for one argument
-                return bind(self, args, params)
-        xp = namespace_of(args, self.name)
-        return self.impls.get(xp, self.impl_default)(xp, *args, **params)
+                if trace is None:
+                    trace = a._trace
+                elif a._trace is not trace:
+                    trace = _SEVERAL  # let bind find the innermost
+        if trace is None:  # self.impl(args, params), inlined
+            # NOTE [star calls]: f(*args) costs CPython 3.11 about four times
+            # f(a, b) -- a list, a tuple and a slower call protocol -- so the
+            # hot calls spell out the common arities.
+            n = len(args)
+            if n == 1:
+                xp = _ns_memo.get(type(args[0])) or dispatch_namespace(args, self.name)  # NOTE [dispatch memo]
+                if not params:
+                    return self.impls.get(xp, self.impl_default)(xp, args[0])
+            elif n == 2:
+                xp = _ns_memo.get((type(args[0]), type(args[1]))) or dispatch_namespace(args, self.name)
+                if not params:
+                    return self.impls.get(xp, self.impl_default)(xp, args[0], args[1])
+            else:
+                xp = namespace_of(args, self.name)
+            return self.impls.get(xp, self.impl_default)(xp, *args, **params)
+        if self.nondiff:
+            return self.impl(tuple(full_unbox(a) for a in args), params)
+        if trace is not _SEVERAL and self.composite is None and trace.alive:
+            return trace.process(self, args, params)
+        return bind(self, args, params)
 
     def impl(self, args, params):
-        """Run the implementation on plain arrays (no tracers)."""
-        xp = namespace_of(args, self.name)
+        """Run the implementation on plain arrays (no tracers): ``__call__``'s plain path."""
+        n = len(args)
+        if n == 1:
+            xp = _ns_memo.get(type(args[0])) or dispatch_namespace(args, self.name)  # NOTE [dispatch memo]
+            if not params:  # NOTE [star calls]
+                return self.impls.get(xp, self.impl_default)(xp, args[0])
+        elif n == 2:
+            xp = _ns_memo.get((type(args[0]), type(args[1]))) or dispatch_namespace(args, self.name)
+            if not params:
+                return self.impls.get(xp, self.impl_default)(xp, args[0], args[1])
+        else:
+            xp = namespace_of(args, self.name)
         return self.impls.get(xp, self.impl_default)(xp, *args, **params)
 
     def vjp_rule(self, i):

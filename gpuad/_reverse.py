@@ -14,17 +14,16 @@ iteratively (no recursion, so 100,000-op chains are fine).
 from __future__ import annotations
 
 import itertools
-from operator import attrgetter
+from heapq import heappop, heappush, heapreplace
 
 from . import ops
 from ._backend import namespace_of
 from ._core import Trace, Tracer, bind
-from ._registry import Spec
+from ._registry import Spec, _ns_memo, dispatch_namespace
 
 __all__ = ["VJPTrace", "VJPTracer", "Node", "backward", "set_tape_observer", "get_tape_observer"]
 
 _seq = itertools.count()
-_seq_of = attrgetter("seq")
 
 # NOTE [tape observer]: memory accounting (gpuad.memory) and checkpointing
 # watch the tape through one optional observer with two methods:
@@ -60,7 +59,7 @@ class Node:
     prim : Primitive or None
         ``None`` for a leaf (an input being differentiated).
     parents : tuple
-        Per positional argument, the ``(node, output_index)`` it came from, or
+        Per positional argument, the edge it came from (NOTE [edges]), or
         ``None`` if the argument is a constant at this level.
     args : tuple
         Per argument: the value if the rule keeps it, else its :class:`Spec`
@@ -92,15 +91,26 @@ class Node:
 
 
 class VJPTracer(Tracer):
-    """A value recorded on a reverse tape: ``_primal`` plus where it came from."""
+    """A value recorded on a reverse tape: ``_primal`` plus where it came from.
 
-    __slots__ = ("_node", "_index")
+    # NOTE [edges]: an edge names one output of a node: the node itself for
+    # its output 0 (the only one, for most nodes), ``(node, index)`` for a
+    # later output.  A tracer keeps its edge ready for the ``parents`` of the
+    # nodes that consume it, so recording an op allocates no pair per input.
+    """
+
+    __slots__ = ("_node", "_edge")
 
     def __init__(self, trace, primal, node, index):
         self._trace = trace
         self._primal = primal
         self._node = node
-        self._index = index
+        self._edge = node if index == 0 else (node, index)
+
+    @property
+    def _index(self):
+        """Which output of ``_node`` this is."""
+        return 0 if self._edge is self._node else self._edge[1]
 
 
 class VJPTrace(Trace):
@@ -112,57 +122,122 @@ class VJPTrace(Trace):
         return VJPTracer(self, x, Node(None, (), (), None, None), 0)
 
     def process(self, prim, args, params):
-        keep = prim.keep_args
-        if len(args) == 1:  # NOTE [unary fast path]: the same steps as below, unrolled
+        # NOTE [arity fast paths]: one and two arguments -- nearly every op --
+        # take the steps of the general loop below, unrolled: no lists, and
+        # plain calls (NOTE [star calls] in _registry).
+        n = len(args)
+        if n == 1 and prim.custom is None:
             p = args[0]
             if type(p) is VJPTracer and p._trace is self:
-                parents = ((p._node, p._index),)
+                parents = (p._edge,)
                 p = p._primal
             else:
                 parents = (None,)
             primals = (p,)
-            kept = primals if keep or not hasattr(p, "shape") else (Spec(p),)
-            nested = isinstance(p, Tracer)
+            kept = primals if prim.keep_prefix or not hasattr(p, "shape") else (Spec(p),)
+            if isinstance(p, Tracer):  # a lower level's tracer: that level runs the op
+                ans = bind(prim, primals, params)
+            else:  # prim.impl(primals, params), inlined: this is the hottest line of the tape
+                xp = _ns_memo.get(type(p)) or dispatch_namespace(primals, prim.name)  # NOTE [dispatch memo]
+                impl = prim.impls.get(xp, prim.impl_default)
+                ans = impl(xp, p, **params) if params else impl(xp, p)
+        elif n == 2 and prim.custom is None:
+            p, q = args
+            if type(p) is VJPTracer and p._trace is self:
+                e = p._edge
+                p = p._primal
+            else:
+                e = None
+            if type(q) is VJPTracer and q._trace is self:
+                parents = (e, q._edge)
+                q = q._primal
+            else:
+                parents = (e, None)
+            primals = (p, q)
+            if prim.keep_prefix >= 2:
+                kept = primals
+            else:  # _kept(primals, prim.keep_args), unrolled
+                keep = prim.keep_args
+                kept = (p if 0 in keep or not hasattr(p, "shape") else Spec(p),
+                        q if 1 in keep or not hasattr(q, "shape") else Spec(q))
+            if isinstance(p, Tracer) or isinstance(q, Tracer):
+                ans = bind(prim, primals, params)
+            else:
+                xp = _ns_memo.get((type(p), type(q))) or dispatch_namespace(primals, prim.name)
+                impl = prim.impls.get(xp, prim.impl_default)
+                ans = impl(xp, p, q, **params) if params else impl(xp, p, q)
         else:
-            primals = []
             parents = []
-            kept = []
+            primals = []
             nested = False  # does any primal carry a lower-level tracer?
-            i = 0
             for a in args:
                 if type(a) is VJPTracer and a._trace is self:
-                    p = a._primal
-                    parents.append((a._node, a._index))
+                    parents.append(a._edge)
+                    a = a._primal
                 else:
-                    p = a
                     parents.append(None)
-                primals.append(p)
-                if i in keep or not hasattr(p, "shape"):
-                    kept.append(p)
-                else:
-                    kept.append(Spec(p))
-                if isinstance(p, Tracer):
+                primals.append(a)
+                if isinstance(a, Tracer):
                     nested = True
-                i += 1
             parents = tuple(parents)
-            kept = tuple(kept)
-        if prim.custom is not None:
-            return prim.custom.process_vjp(self, prim, primals, parents, params)
-        if nested:
-            ans = bind(prim, primals, params)
-        else:  # prim.impl(primals, params), inlined: this is the hottest line of the tape
-            xp = namespace_of(primals, prim.name)
-            ans = prim.impls.get(xp, prim.impl_default)(xp, *primals, **params)
+            primals = tuple(primals)
+            if prim.custom is not None:
+                return prim.custom.process_vjp(self, prim, primals, parents, params)
+            kept = primals if n <= prim.keep_prefix else _kept(primals, prim.keep_args)
+            if nested:
+                ans = bind(prim, primals, params)
+            else:
+                xp = namespace_of(primals, prim.name)
+                ans = prim.impls.get(xp, prim.impl_default)(xp, *primals, **params)
         if prim.multiple_results:
             node = Node(prim, parents, kept, ans if prim.keep_ans else None, params,
                         tuple(Spec(a) for a in ans))
             if _observer is not None:
                 _observer.saved(node)
             return tuple(VJPTracer(self, a, node, i) for i, a in enumerate(ans))
-        node = Node(prim, parents, kept, ans if prim.keep_ans else None, params)
-        if _observer is not None:
-            _observer.saved(node)
-        return VJPTracer(self, ans, node, 0)
+        return _record(self, prim, parents, kept, ans, params)
+
+
+_new = object.__new__
+_NO_PARAMS: dict = {}  # the ``params`` of every node recorded without any (never mutated)
+
+
+def _record(trace, prim, parents, kept, ans, params):
+    """``VJPTracer(trace, ans, Node(prim, parents, kept, ans?, params), 0)``, and tell the observer.
+
+    # NOTE [record fast path]: the two constructors, unrolled.  Calling a class
+    # with a Python ``__init__`` goes through ``type.__call__`` and a second
+    # interpreter frame: ``Node(...)`` plus ``VJPTracer(...)`` cost about a
+    # third more than this whole function.  It builds the same single-output
+    # node and tracer (tests/test_reverse_engine.py checks every slot); keep it
+    # in step with ``Node.__init__`` and ``VJPTracer.__init__``.
+    """
+    node = _new(Node)
+    node.prim = prim
+    node.parents = parents
+    node.args = kept
+    node.ans = ans if prim.keep_ans else None
+    node.params = params or _NO_PARAMS  # one shared dict: fewer objects for the collector to track
+    node.out_specs = None
+    node.nout = 1
+    node.seq = next(_seq)
+    if _observer is not None:
+        _observer.saved(node)
+    out = _new(VJPTracer)
+    out._trace = trace
+    out._primal = ans
+    out._node = node
+    out._edge = node
+    return out
+
+
+def _kept(primals, keep):
+    """What a node keeps of ``primals``: the arguments in ``keep``, a :class:`Spec` of each other array."""
+    kept = list(primals)
+    for i, p in enumerate(primals):
+        if i not in keep and hasattr(p, "shape"):
+            kept[i] = Spec(p)
+    return tuple(kept)
 
 
 def unbroadcast(ct, spec, prim_name, argnum):
@@ -208,45 +283,65 @@ def backward(roots, free):
     -------
     dict
         Leaf ``Node`` -> accumulated cotangent (absent means zero).
+
+    # NOTE [newest first]: a node is always newer (higher ``seq``) than its
+    # inputs, so visiting nodes in decreasing ``seq`` runs each one after every
+    # consumer has contributed to it.  The nodes still to visit sit in a heap
+    # keyed by ``-seq``, except that one of them may wait in ``newest`` instead
+    # (a chain then never touches the heap); the next node is the newer of
+    # ``newest`` and the heap's top.  A node enters when a consumer first
+    # reaches it, with a cotangent or with a symbolic zero (``None``, from a
+    # rule that returned ``None``).  A zero node runs no rule but still passes
+    # the zero on, so every node reachable from the roots is visited -- and,
+    # with ``free``, released -- exactly once, and no separate graph walk is
+    # needed.
+    #
+    # NOTE [pending cotangents]: ``pending`` maps each node in the heap to its
+    # cotangent so far: ``None`` (zero), the array itself for a single-output
+    # node, or a list with one entry per output.  It is local to this call, so
+    # passes may nest or run concurrently over one graph (``vjp_fn`` can be
+    # called again, from any thread).
     """
     pending = {}
     owned = {}  # NOTE [in-place accumulation]
+    heap = []
     for (node, idx), ct in roots:
+        if node not in pending:
+            pending[node] = None
+            heappush(heap, (-node.seq, node))
         _accumulate(pending, owned, node, idx, ct)
-    # Iterative topological order: every node reachable from the roots,
-    # visited newest first (a node is always newer than its inputs).
-    seen = set()  # nodes hash by identity
-    order = []
-    stack = [node for (node, _), _ in roots]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        order.append(node)
-        for p in node.parents:
-            if p is not None and p[0] not in seen:
-                stack.append(p[0])
-    order.sort(key=_seq_of, reverse=True)  # C key: no Python call per node
-
     leaves = {}
-    for node in order:
-        cts = pending.pop(node, None)
-        if cts is None:  # symbolic zero: nothing flows through this node
+    newest = None
+    while True:
+        if newest is None:
+            if not heap:
+                break
+            node = heappop(heap)[1]
+        elif heap and -heap[0][0] > newest.seq:
+            node = heapreplace(heap, (-newest.seq, newest))[1]
+        else:
+            node = newest
+        newest = None
+        g = pending.pop(node)
+        if g is None:  # symbolic zero: nothing flows through this node
+            _pass_zero(node, pending, heap)
             if free:
                 _release(node)
             continue
-        if owned:
-            for c in cts:  # handed to the rules now: no longer ours to overwrite
-                owned.pop(id(c), None)
         prim = node.prim
-        if prim is None:
-            leaves[node] = cts[0]
-            continue
-        if prim.multiple_results:
-            g = tuple(c if c is not None else _zeros(s) for c, s in zip(cts, node.out_specs))
+        if node.nout == 1:
+            if owned:  # handed to the rules now: no longer ours to overwrite
+                owned.pop(id(g), None)
+            if prim is None:
+                leaves[node] = g
+                continue
+            if prim.multiple_results:
+                g = (g,)
         else:
-            g = cts[0]
+            if owned:
+                for c in g:
+                    owned.pop(id(c), None)
+            g = tuple(c if c is not None else _zeros(s) for c, s in zip(g, node.out_specs))
         args = node.args
         if prim.custom is not None:
             contributions = prim.custom.backward(node, g)
@@ -255,6 +350,7 @@ def backward(roots, free):
             vjps = prim.vjps
             ans = node.ans
             params = node.params
+        n = len(args)
         i = -1
         for parent in node.parents:
             i += 1
@@ -263,25 +359,59 @@ def backward(roots, free):
             if contributions is not None:
                 ct = contributions[i]
             else:
-                rule = vjps[i] if i < len(vjps) else None
+                try:
+                    rule = vjps[i]
+                except IndexError:
+                    rule = None
                 if rule is None:
                     rule = prim.vjp_rule(i)  # variadic, or raises naming op and argument
-                ct = rule(g, ans, *args, **params) if params else rule(g, ans, *args)
-            if ct is None:
-                continue
-            a = args[i]
-            if ct.shape != a.shape or ct.dtype != a.dtype:
-                ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
-            pnode = parent[0]
-            slot = pending.get(pnode)
-            if slot is None and pnode.nout == 1:
-                pending[pnode] = [ct]
+                if params:
+                    ct = rule(g, ans, *args, **params)
+                elif n == 1:  # NOTE [star calls] in _registry
+                    ct = rule(g, ans, args[0])
+                elif n == 2:
+                    ct = rule(g, ans, args[0], args[1])
+                else:
+                    ct = rule(g, ans, *args)
+            if ct is not None:
+                a = args[i]  # (equal dtypes are usually one object: ``is not`` is the quick test)
+                if ct.shape != a.shape or ct.dtype is not a.dtype:
+                    ct = unbroadcast(ct, _arg_spec(node, i), prim.name, i)
+            if type(parent) is tuple:  # NOTE [edges]
+                pnode, idx = parent
             else:
-                _accumulate(pending, owned, pnode, parent[1], ct)
-        if free:
-            _release(node)
+                pnode, idx = parent, 0
+            if pnode not in pending:
+                if newest is None:
+                    newest = pnode
+                elif pnode.seq > newest.seq:
+                    heappush(heap, (-newest.seq, newest))
+                    newest = pnode
+                else:
+                    heappush(heap, (-pnode.seq, pnode))
+                if ct is None or pnode.nout == 1:
+                    pending[pnode] = ct
+                    continue
+                pending[pnode] = None
+            if ct is not None:
+                _accumulate(pending, owned, pnode, idx, ct)
+        if free:  # _release(node), inlined
+            if _observer is not None:
+                _observer.freed(node)
+            node.args = node.ans = None
+            node.parents = ()
             args = ans = None  # no local may keep a released residual alive
     return leaves
+
+
+def _pass_zero(node, pending, heap):
+    """Put ``node``'s inputs not yet reached in the heap, with a zero cotangent."""
+    for pnode in node.parents:
+        if type(pnode) is tuple:  # NOTE [edges]
+            pnode = pnode[0]
+        if pnode is not None and pnode not in pending:
+            pending[pnode] = None
+            heappush(heap, (-pnode.seq, pnode))
 
 
 def _release(node):
@@ -294,30 +424,35 @@ def _release(node):
 
 
 def _accumulate(pending, owned, node, idx, ct):
-    """Add cotangent ``ct`` into output ``idx`` of ``node``'s pending slot.
+    """Add cotangent ``ct`` into output ``idx`` of ``node``'s pending entry (which exists).
 
     # NOTE [in-place accumulation]: the first contribution is stored as is (it
-    # may be a user's array, a rule's view, or shared with another slot).  The
-    # first sum allocates a fresh buffer that only this slot can see; it is
-    # recorded in ``owned`` (id -> array, which also pins the id) and later
-    # contributions are added into it in place.  Ownership ends when the slot
+    # may be a user's array, a rule's view, or shared with another entry).
+    # The first sum allocates a fresh buffer that only this entry can see; it
+    # is recorded in ``owned`` (id -> array, which also pins the id) and later
+    # contributions are added into it in place.  Ownership ends when the entry
     # is handed to the node's rules.  Traced cotangents (higher order) are
     # always summed functionally.
     """
-    slot = pending.get(node)
-    if slot is None:
-        slot = pending[node] = [None] * node.nout
-    prev = slot[idx]
+    prev = pending[node]
+    if node.nout == 1:
+        pending[node] = ct if prev is None else _sum(owned, prev, ct)
+        return
     if prev is None:
-        slot[idx] = ct
-    elif owned.get(id(prev)) is prev and not isinstance(ct, Tracer):
+        prev = pending[node] = [None] * node.nout
+    old = prev[idx]
+    prev[idx] = ct if old is None else _sum(owned, old, ct)
+
+
+def _sum(owned, prev, ct):
+    """``prev + ct``, in place when ``prev`` is a buffer the engine owns."""
+    if owned.get(id(prev)) is prev and not isinstance(ct, Tracer):
         prev += ct
-        slot[idx] = prev  # (a 0-d NumPy scalar is immutable: += rebinds it)
-    else:
-        total = ops.add(prev, ct)
-        slot[idx] = total
-        if not isinstance(total, Tracer):
-            owned[id(total)] = total
+        return prev  # (a 0-d NumPy scalar is immutable: += rebinds it)
+    total = ops.add(prev, ct)
+    if not isinstance(total, Tracer):
+        owned[id(total)] = total
+    return total
 
 
 def _zeros(spec):
