@@ -173,7 +173,7 @@ class Primitive:
                     trace = a._trace
                 elif a._trace is not trace:
                     trace = _SEVERAL  # let bind find the innermost
-        if trace is None:  # self.impl(args, params), inlined
+        if trace is None:  # the plain path (see impl)
             # NOTE [star calls]: f(*args) costs CPython 3.11 about four times
             # f(a, b) -- a list, a tuple and a slower call protocol -- so the
             # hot calls spell out the common arities.
@@ -196,19 +196,13 @@ class Primitive:
         return bind(self, args, params)
 
     def impl(self, args, params):
-        """Run the implementation on plain arrays (no tracers): ``__call__``'s plain path."""
-        n = len(args)
-        if n == 1:
-            xp = _ns_memo.get(type(args[0])) or dispatch_namespace(args, self.name)  # NOTE [dispatch memo]
-            if not params:  # NOTE [star calls]
-                return self.impls.get(xp, self.impl_default)(xp, args[0])
-        elif n == 2:
-            xp = _ns_memo.get((type(args[0]), type(args[1]))) or dispatch_namespace(args, self.name)
-            if not params:
-                return self.impls.get(xp, self.impl_default)(xp, args[0], args[1])
-        else:
-            xp = namespace_of(args, self.name)
-        return self.impls.get(xp, self.impl_default)(xp, *args, **params)
+        """Run the implementation on plain arrays (no tracers): ``__call__``'s plain path.
+
+        ``args`` hold no tracer, so ``__call__`` takes its plain path; that
+        path is written out there, not here, because plain calls inside
+        rules are the hottest ones.
+        """
+        return self(*args, **params)
 
     def vjp_rule(self, i):
         if self.vjp_variadic is not None:
