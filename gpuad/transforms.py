@@ -418,13 +418,31 @@ def hessian(f, argnums=0):
 def hvp(f, primals, tangents):
     """Hessian-vector product ``H(primals) @ tangents`` without forming H.
 
-    Forward-over-reverse: ``jvp(grad(f), primals, tangents)[1]``.  ``f`` is
-    differentiated with respect to all its positional arguments.
+    Reverse-over-forward: the gradient of the directional derivative,
+    ``grad(lambda *x: jvp(f, x, tangents)[1])(*primals)``.  ``f`` returns a
+    scalar and is differentiated with respect to all its positional
+    arguments; the result has the structure of ``primals``.
+
+    Notes
+    -----
+    NOTE [hvp mode]: forward-over-reverse (``jvp(grad(f))``, what
+    :func:`hessian` does per column) also computes the gradient itself, which
+    an HVP throws away; eagerly nothing removes that work.  Reverse over
+    forward computes only what the product needs, and skips the backward of
+    every tangent op whose other operand is constant (``A @ v``): on
+    ``sum(tanh(A @ x) ** 2)`` it does three matrix-vector products, as a
+    hand-written HVP does, against four (bench/hvp.py: ×1.6 of a gradient
+    against ×2.0).
     """
     n = len(primals)
-    g = grad(f, argnums=tuple(range(n)) if n != 1 else 0)
-    _, t = jvp(g, tuple(primals), tuple(tangents))
-    return t
+    tangents = tuple(tangents)
+    if n != len(tangents):
+        raise ValueError(f"hvp: {n} primals but {len(tangents)} tangents; give one tangent per primal")
+
+    def directional(*xs):
+        return jvp(f, xs, tangents)[1]
+
+    return grad(directional, argnums=tuple(range(n)) if n != 1 else 0)(*primals)
 
 
 def stop_gradient(x):

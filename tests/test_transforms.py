@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 import gpuad
 import gpuad.transforms as T
@@ -157,6 +158,18 @@ def test_hessian_of_quadratic_and_hvp(backend):
     np.testing.assert_allclose(np_(backend, gpuad.hessian(f)(x)), a, rtol=1e-14)
     v = backend.asarray([1.0, -1.0, 2.0])
     np.testing.assert_allclose(np_(backend, gpuad.hvp(f, (x,), (v,))), a @ np.array([1.0, -1.0, 2.0]), rtol=1e-14)
+
+
+def test_hvp_of_two_arguments_against_closed_form(backend):
+    # f(x, y) = sum(x^2 y) + sum(sin y): H v = (2y vx + 2x vy, 2x vx - sin(y) vy)
+    f = lambda x, y: xp.sum(x * x * y) + xp.sum(xp.sin(y))  # noqa: E731
+    xn, yn = np.array([0.3, -1.2, 2.0]), np.array([1.5, 0.2, -0.7])
+    vx, vy = np.array([1.0, 2.0, -1.0]), np.array([-0.5, 0.25, 3.0])
+    hx, hy = gpuad.hvp(f, tuple(map(backend.asarray, (xn, yn))), tuple(map(backend.asarray, (vx, vy))))
+    np.testing.assert_allclose(np_(backend, hx), 2 * yn * vx + 2 * xn * vy, rtol=1e-13)
+    np.testing.assert_allclose(np_(backend, hy), 2 * xn * vx - np.sin(yn) * vy, rtol=1e-13)
+    with pytest.raises(ValueError, match="hvp: 2 primals but 1 tangents"):
+        gpuad.hvp(f, (backend.asarray(xn), backend.asarray(yn)), (backend.asarray(vx),))
 
 
 def test_stop_gradient(backend):
