@@ -1,11 +1,13 @@
 """``python -m bench.allreduce``: gpuad.distributed against raw mpi4py, and ``gpuad train`` scaling.
 
-Part 1 (``mpiexec -n 2``): the time of ``comm.allreduce_mean(grads)`` on a
-gradient pytree of 1, 10 and 100 MB (float32, eight weight matrices and
-their biases, as a network's gradients) against mpi4py's own ``Allreduce``
-on one preallocated flat buffer of the same size (out of place, the usual
-idiom; in place too, for reference).  The cases run interleaved, each
-repetition after a ``Barrier``; a repetition's time is the slowest rank's;
+Part 1 (``mpiexec -n 2``): the time of ``comm.allreduce_mean(grads)`` and
+``comm.allreduce_sum(grads)`` on a gradient pytree of 1, 10 and 100 MB
+(float32, eight weight matrices and their biases, as a network's gradients)
+against mpi4py's own ``Allreduce`` on one preallocated flat buffer of the
+same size (out of place, the usual idiom; in place too, for reference), and
+the mean against that ``Allreduce`` followed by the ``* 1/size`` pass that a
+mean costs on mpi4py.  The cases run interleaved, in a new order each
+repetition (the same on every rank), each after a ``Barrier``; a repetition's time is the slowest rank's;
 the table shows medians.  Throughput is bytes reduced per second.
 
 Part 2: ``gpuad train`` (digits CNN, NumPy) on 1 process and under
@@ -25,6 +27,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXP
 import argparse  # noqa: E402
 import datetime as _dt  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -66,9 +69,18 @@ def worker(args):
         calls0 = comm.collective_calls
         comm.allreduce_mean(tree)
         buckets = comm.collective_calls - calls0
+        scale = np.float32(1 / comm.size)
+
+        def mpi_mean():  # what a mean costs on mpi4py: the sum, then one pass to scale it
+            mpi.Allreduce(flat, recv, op=MPI.SUM)
+            np.multiply(recv, scale, out=recv)
+
+        comm.allreduce_sum(tree)
         cases = {
             "gpuad allreduce_mean(tree)": lambda: comm.allreduce_mean(tree),
+            "gpuad allreduce_sum(tree)": lambda: comm.allreduce_sum(tree),
             "mpi4py Allreduce(flat, out)": lambda: mpi.Allreduce(flat, recv, op=MPI.SUM),
+            "mpi4py Allreduce(flat, out) * 1/size": mpi_mean,
             "mpi4py Allreduce(IN_PLACE, flat)": lambda: mpi.Allreduce(MPI.IN_PLACE, inplace, op=MPI.SUM),
         }
         reps = args.reps or (60 if mb <= 1 else 25 if mb <= 10 else 11)
@@ -76,8 +88,13 @@ def worker(args):
         for _ in range(2):  # warm-up: page in the buffers, plan the tree
             for fn in cases.values():
                 fn()
-        for _ in range(reps):
-            for k, fn in cases.items():
+        names = list(cases)
+        for rep in range(reps):
+            # A case finds in cache what the cases before it left there: a fresh order per repetition
+            # (the same on every rank) gives every case the same mix of warm and cold starts.
+            random.Random(rep).shuffle(names)
+            for k in names:
+                fn = cases[k]
                 mpi.Barrier()
                 t0 = time.perf_counter()
                 fn()
@@ -140,16 +157,23 @@ def bench_train(args):
 def markdown(ar, tr, args):
     lines = [f"# gpuad.distributed benchmarks ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", ""]
     if ar:
-        g, o, i = "gpuad allreduce_mean(tree)", "mpi4py Allreduce(flat, out)", "mpi4py Allreduce(IN_PLACE, flat)"
+        g, gs = "gpuad allreduce_mean(tree)", "gpuad allreduce_sum(tree)"
+        o, om = "mpi4py Allreduce(flat, out)", "mpi4py Allreduce(flat, out) * 1/size"
+        i = "mpi4py Allreduce(IN_PLACE, flat)"
         lines += [f"## allreduce, {ar['processes']} processes, float32, buckets of {ar['bucket_mb']:g} MB", "",
-                  "| size | leaves | buckets | gpuad mean(tree) | mpi4py flat out-of-place | mpi4py flat in-place "
-                  "| gpuad GB/s | ratio vs out-of-place | ratio vs in-place |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "Ratios: gpuad's mean and sum of the tree against mpi4py's out-of-place `Allreduce` of one flat "
+                  "buffer (the issue's yardstick), and the mean against that `Allreduce` followed by the "
+                  "scaling pass a mean needs.", "",
+                  "| size | leaves | buckets | gpuad mean(tree) | gpuad sum(tree) | mpi4py flat out-of-place "
+                  "| mpi4py flat mean (sum, then scale) | mpi4py flat in-place | gpuad mean GB/s "
+                  "| mean / out-of-place | sum / out-of-place | mean / mpi4py mean |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in ar["rows"]:
             m = r["median_s"]
             lines.append(f"| {r['bytes'] / 1e6:.1f} MB | {r['leaves']} | {r['buckets']} | {m[g] * 1e3:.2f} ms | "
-                         f"{m[o] * 1e3:.2f} ms | {m[i] * 1e3:.2f} ms | {r['bytes'] / m[g] / 1e9:.2f} | "
-                         f"{m[g] / m[o]:.2f} | {m[g] / m[i]:.2f} |")
+                         f"{m[gs] * 1e3:.2f} ms | {m[o] * 1e3:.2f} ms | {m[om] * 1e3:.2f} ms | {m[i] * 1e3:.2f} ms | "
+                         f"{r['bytes'] / m[g] / 1e9:.2f} | {m[g] / m[o]:.2f} | {m[gs] / m[o]:.2f} | "
+                         f"{m[g] / m[om]:.2f} |")
         lines.append("")
     if tr:
         lines += [f"## gpuad train (digits CNN, NumPy, {args.epochs} epochs, batch {args.batch_size}, "
