@@ -177,18 +177,33 @@ class Primitive:
             # NOTE [star calls]: f(*args) costs CPython 3.11 about four times
             # f(a, b) -- a list, a tuple and a slower call protocol -- so the
             # hot calls spell out the common arities.
+            # NOTE [explained failures]: only the implementation calls are in
+            # ``try`` (free when nothing is raised); dispatch errors already
+            # name the op and the arrays.
             n = len(args)
             if n == 1:
                 xp = _ns_memo.get(type(args[0])) or dispatch_namespace(args, self.name)  # NOTE [dispatch memo]
                 if not params:
-                    return self.impls.get(xp, self.impl_default)(xp, args[0])
+                    try:
+                        return self.impls.get(xp, self.impl_default)(xp, args[0])
+                    except EXPLAINED as e:
+                        explain_failure(self, args, params, e)
+                        raise
             elif n == 2:
                 xp = _ns_memo.get((type(args[0]), type(args[1]))) or dispatch_namespace(args, self.name)
                 if not params:
-                    return self.impls.get(xp, self.impl_default)(xp, args[0], args[1])
+                    try:
+                        return self.impls.get(xp, self.impl_default)(xp, args[0], args[1])
+                    except EXPLAINED as e:
+                        explain_failure(self, args, params, e)
+                        raise
             else:
                 xp = namespace_of(args, self.name)
-            return self.impls.get(xp, self.impl_default)(xp, *args, **params)
+            try:
+                return self.impls.get(xp, self.impl_default)(xp, *args, **params)
+            except EXPLAINED as e:
+                explain_failure(self, args, params, e)
+                raise
         if self.nondiff:
             return self.impl(tuple(full_unbox(a) for a in args), params)
         if trace is not _SEVERAL and self.composite is None and trace.alive:
@@ -226,6 +241,79 @@ class Primitive:
 
     def __repr__(self):
         return f"<gpuad primitive {self.name}>"
+
+
+# NOTE [explained failures]: an implementation that raises on bad input
+# (shapes that do not broadcast, an index out of bounds, a non-array
+# argument) raises from inside the backend, in the backend's words, which
+# name neither the op nor the shapes.  The engine catches these few exception
+# types around each implementation call -- free in CPython 3.11 unless
+# something is raised -- and raises one of the same type whose message starts
+# with the op's name and ends with the shapes, dtypes and devices of the
+# arguments and the static parameters; the backend's exception is its cause.
+# User code run as an implementation (custom rules, checkpointed segments) is
+# left alone, and so is an error already explained by an inner op.
+EXPLAINED = (ValueError, TypeError, IndexError, AttributeError, ZeroDivisionError)
+
+
+def _describe_arg(a):
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        try:
+            dev = a.device
+        except Exception:  # noqa: BLE001 - a description must not fail the error it explains
+            dev = "?"
+        return f"{type(a).__module__.split('.')[0]} array of shape {tuple(a.shape)} and dtype {a.dtype} on {dev}"
+    r = repr(a)
+    return f"{type(a).__name__} {r if len(r) <= 60 else r[:57] + '...'}"
+
+
+def _describe_param(v):
+    if hasattr(v, "shape") and hasattr(v, "dtype"):
+        return f"<array of shape {tuple(v.shape)} and dtype {v.dtype}>"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_describe_param(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def explain_failure(prim, args, params, exc):
+    """Raise a clearer error for ``exc``, raised by ``prim``'s implementation on ``args``.
+
+    Returns (and the caller re-raises ``exc``) when there is nothing to add:
+    see NOTE [explained failures].
+    """
+    if prim.custom is not None or getattr(exc, "_gpuad_explained", False):
+        return
+    described = "; ".join(f"argument {i}: {_describe_arg(a)}" for i, a in enumerate(args))
+    if params:
+        described += "; " + ", ".join(f"{k}={_describe_param(v)}" for k, v in params.items())
+    text = str(exc)
+    if text.startswith(prim.name + ":"):  # NumPy's gufuncs name themselves ("matmul: Input operand ...")
+        text = text[len(prim.name) + 1:].lstrip()
+    reraise_as(exc, f"{prim.name}: {text} ({described})")
+
+
+def reraise_as(exc, msg):
+    """Raise an exception like ``exc`` (same type where possible) with message ``msg``, caused by ``exc``."""
+    cls = type(exc)
+    new = None
+    if cls is AttributeError:  # an argument of the wrong kind, e.g. a Python scalar where an array is needed
+        new = TypeError(msg)
+    elif cls in (ValueError, TypeError, IndexError, ZeroDivisionError):
+        new = cls(msg)
+    else:  # keep the backend's type (LinAlgError, AxisError, ...) when it takes a message
+        try:
+            new = cls(msg)
+            if str(new) != msg:
+                new = None
+        except Exception:  # noqa: BLE001
+            new = None
+        if new is None:
+            base = next(b for b in (IndexError, ValueError, TypeError, ZeroDivisionError, AttributeError)
+                        if isinstance(exc, b))
+            new = (TypeError if base is AttributeError else base)(msg)
+    new._gpuad_explained = True
+    raise new from exc
 
 
 def _register(prim):

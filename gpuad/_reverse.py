@@ -19,7 +19,7 @@ from heapq import heappop, heappush, heapreplace
 from . import ops
 from ._backend import namespace_of
 from ._core import Trace, Tracer, bind
-from ._registry import Spec, _ns_memo, dispatch_namespace
+from ._registry import EXPLAINED, Spec, _ns_memo, dispatch_namespace, explain_failure
 
 __all__ = ["VJPTrace", "VJPTracer", "Node", "backward", "set_tape_observer", "get_tape_observer"]
 
@@ -140,7 +140,11 @@ class VJPTrace(Trace):
             else:  # prim.impl(primals, params), inlined: this is the hottest line of the tape
                 xp = _ns_memo.get(type(p)) or dispatch_namespace(primals, prim.name)  # NOTE [dispatch memo]
                 impl = prim.impls.get(xp, prim.impl_default)
-                ans = impl(xp, p, **params) if params else impl(xp, p)
+                try:  # NOTE [explained failures] in _registry
+                    ans = impl(xp, p, **params) if params else impl(xp, p)
+                except EXPLAINED as e:
+                    explain_failure(prim, primals, params, e)
+                    raise
         elif n == 2 and prim.custom is None:
             p, q = args
             if type(p) is VJPTracer and p._trace is self:
@@ -165,7 +169,11 @@ class VJPTrace(Trace):
             else:
                 xp = _ns_memo.get((type(p), type(q))) or dispatch_namespace(primals, prim.name)
                 impl = prim.impls.get(xp, prim.impl_default)
-                ans = impl(xp, p, q, **params) if params else impl(xp, p, q)
+                try:
+                    ans = impl(xp, p, q, **params) if params else impl(xp, p, q)
+                except EXPLAINED as e:
+                    explain_failure(prim, primals, params, e)
+                    raise
         else:
             parents = []
             primals = []
@@ -188,7 +196,11 @@ class VJPTrace(Trace):
                 ans = bind(prim, primals, params)
             else:
                 xp = namespace_of(primals, prim.name)
-                ans = prim.impls.get(xp, prim.impl_default)(xp, *primals, **params)
+                try:
+                    ans = prim.impls.get(xp, prim.impl_default)(xp, *primals, **params)
+                except EXPLAINED as e:
+                    explain_failure(prim, primals, params, e)
+                    raise
         if prim.multiple_results:
             node = Node(prim, parents, kept, ans if prim.keep_ans else None, params,
                         tuple(Spec(a) for a in ans))

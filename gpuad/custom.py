@@ -21,7 +21,8 @@ import functools
 
 from . import ops
 from ._core import bind, full_unbox
-from ._forward import JVPTracer
+from ._dtypes import is_floating
+from ._forward import JVPTracer, fit
 from ._registry import Primitive, Spec
 from ._reverse import Node, VJPTracer, recorded
 from ._tree import tree_flatten, tree_unflatten
@@ -57,10 +58,22 @@ def _zeros_for(x):
     return ops.zeros_like(full_unbox(x))
 
 
+def _check_leaf(c, like, name, what, of):
+    """A user rule's cotangent or tangent ``c`` must be an array shaped like ``like`` (floating if it is)."""
+    if not hasattr(c, "shape") or not hasattr(c, "dtype"):
+        raise TypeError(f"{name}: {what} is a {type(c).__name__}, not an array; {of} has shape "
+                        f"{tuple(like.shape)} and dtype {like.dtype}")
+    if tuple(c.shape) != tuple(like.shape) or (is_floating(like.dtype) and not is_floating(c.dtype)):
+        raise ValueError(f"{name}: {what} has shape {tuple(c.shape)} and dtype {c.dtype}, but {of} has shape "
+                         f"{tuple(like.shape)} and dtype {like.dtype}")
+
+
 class _CustomBase:
     """Shared machinery: the primitive, calling it, and evaluating the plain function."""
 
     def __init__(self, fun, kind):
+        if not callable(fun):
+            raise TypeError(f"{kind}: decorates a function, got {type(fun).__name__} {fun!r}")
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.prim = Primitive(f"{kind}({getattr(fun, '__name__', 'f')})", self._impl, multiple_results=True)
@@ -69,7 +82,10 @@ class _CustomBase:
     def _impl(self, xp, *leaves, call):
         return _flat_out(call, self.fun(*tree_unflatten(call.in_td, leaves)), self.prim.name)
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise TypeError(f"{self.prim.name}: keyword arguments are not supported (got {', '.join(kwargs)}); "
+                            "pass every argument positionally")
         self._check_defined()
         leaves, in_td = tree_flatten(args)
         call = _Call(in_td)
@@ -132,6 +148,10 @@ class custom_vjp(_CustomBase):
                     raise ValueError(
                         f"{self.prim.name}: bwd cotangent structure {td!r} does not match the argument's {sub!r}")
                 flat.extend(leaves)
+        if specs is not None:
+            for j, (c, spec) in enumerate(zip(flat, specs)):
+                if c is not None and hasattr(spec, "shape"):
+                    _check_leaf(c, spec, self.prim.name, f"bwd's cotangent for input leaf {j}", "that input")
         return flat
 
     # --- engine hooks -------------------------------------------------------
@@ -153,7 +173,7 @@ class custom_vjp(_CustomBase):
         live = [i for i, t in enumerate(tangents) if t is not None]
 
         def backward_rule(*cts):
-            flat = self._run_bwd(res, cts, call, None)
+            flat = self._run_bwd(res, cts, call, primals)
             return [flat[i] if flat[i] is not None else _zeros_for(primals[i]) for i in live]
 
         # The backward rule is linear in the cotangent, so its VJP is the JVP.
@@ -203,7 +223,9 @@ class custom_jvp(_CustomBase):
         tl, ttd = tree_flatten(tout)
         if ttd != call.out_td:
             raise ValueError(f"{self.prim.name}: tangent output structure {ttd!r} does not match {call.out_td!r}")
-        return outs, tuple(tl)
+        for j, (t, o) in enumerate(zip(tl, outs)):
+            _check_leaf(t, o, self.prim.name, f"the JVP rule's tangent output {j}", "the output")
+        return outs, tuple(fit(t, o, self.prim.name) if t.dtype != o.dtype else t for t, o in zip(tl, outs))
 
     # --- engine hooks -------------------------------------------------------
     def process_jvp(self, trace, prim, primals, tangents, params):

@@ -63,10 +63,22 @@ def check_grads(f, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, ep
     GradientCheckError
         Naming the mode, the order, the argument, and the size of the error.
     """
-    modes = tuple(modes)
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
     for m in modes:
         if m not in ("fwd", "rev"):
             raise ValueError(f"check_grads: unknown mode {m!r}; expected 'fwd' or 'rev'")
+    if not modes:
+        raise ValueError("check_grads: modes is empty; give 'fwd', 'rev' or both")
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"check_grads: order must be a positive int, got {order!r}")
+    if eps is None:
+        eps = _EPS
+    elif not eps > 0:
+        raise ValueError(f"check_grads: eps must be positive, got {eps!r}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(
+            f"check_grads: args must be a tuple of the arguments of f, got {type(args).__name__}; "
+            "write check_grads(f, (x,))")
     args = tuple(args)
     leaves, td = tree_flatten(args)
     float_idx = [i for i, x in enumerate(leaves) if hasattr(x, "dtype") and is_floating(x.dtype)]
@@ -80,7 +92,7 @@ def check_grads(f, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, ep
         return f(*tree_unflatten(td, new))
 
     names = [f"leaf {i} of the arguments" if td.num_leaves != len(args) else f"argument {i}" for i in float_idx]
-    _check(g, [leaves[i] for i in float_idx], names, order, modes, atol, rtol, eps or _EPS,
+    _check(g, [leaves[i] for i in float_idx], names, order, modes, atol, rtol, eps,
            random.Random(seed), "f")
 
 
@@ -152,6 +164,8 @@ def _check(f, xs, names, order, modes, atol, rtol, eps, rng, fname):
     out = f(*xs)
     a, r = _tol(xs, out, atol, rtol)
     out_leaves = tree_flatten(out)[0]
+    if not out_leaves:
+        raise ValueError(f"check_grads: {fname} returned {out!r}, which has no arrays to check")
     for o in out_leaves:
         if not hasattr(o, "dtype") or not is_floating(o.dtype):
             raise TypeError(f"check_grads: {fname} returned a non-floating output {o!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import ops
 from ._backend import namespace_of
 from ._core import Tracer, full_unbox, new_trace
-from ._dtypes import is_floating
+from ._dtypes import dtype_name, is_floating
 from ._forward import JVPTrace, JVPTracer
 from ._reverse import VJPTrace, VJPTracer, backward
 from ._tree import tree_flatten, tree_unflatten
@@ -22,6 +22,18 @@ __all__ = [
 
 def _describe(x):
     return f"shape {tuple(x.shape)} and dtype {x.dtype}" if hasattr(x, "shape") else repr(type(x))
+
+
+def _check_matches(c, v, what, of, fname):
+    """``ValueError`` (``TypeError`` for a non-array) unless ``c`` has ``v``'s shape, dtype, library and device."""
+    if not hasattr(c, "shape") or not hasattr(c, "dtype"):
+        raise TypeError(f"{fname}: {what} is a {type(c).__name__}, not an array; {of} has {_describe(v)}")
+    try:  # the same library and device (both errors name the two arrays)
+        namespace_of((full_unbox(c), full_unbox(v)), fname)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{fname}: {what} does not match {of}: {str(e).split(': ', 1)[-1]}") from None
+    if tuple(c.shape) != tuple(v.shape) or dtype_name(c.dtype) != dtype_name(v.dtype):
+        raise ValueError(f"{fname}: {what} has {_describe(c)}, but {of} has {_describe(v)}")
 
 
 def _check_differentiable(x, what, fname):
@@ -152,10 +164,7 @@ def vjp(f, *primals, has_aux=False):
             raise ValueError(f"vjp_fn: cotangent structure {ct_td!r} does not match output structure {out_td!r}")
         roots = []
         for k, (c, v, r) in enumerate(zip(ct_leaves, values, refs)):
-            if tuple(c.shape) != tuple(v.shape) or c.dtype != v.dtype:
-                raise ValueError(
-                    f"vjp_fn: cotangent {k} has {_describe(c)}, but the output has {_describe(v)}"
-                )
+            _check_matches(c, v, f"cotangent {k}", "the output", "vjp_fn")
             if r is not None:
                 roots.append((r, c))
         grads = _backward(roots, False, "vjp")
@@ -168,12 +177,20 @@ def vjp(f, *primals, has_aux=False):
 
 
 def _argnums_tuple(argnums, nargs, fname):
-    single = isinstance(argnums, int)
-    nums = (argnums,) if single else tuple(argnums)
+    single = isinstance(argnums, int) and not isinstance(argnums, bool)
+    try:
+        nums = (argnums,) if single else tuple(argnums)
+    except TypeError:
+        nums = None
+    if nums is None or isinstance(argnums, str) or any(not isinstance(a, int) or isinstance(a, bool) for a in nums):
+        raise TypeError(f"{fname}: argnums must be an int or a tuple of ints, got {argnums!r}")
     for a in nums:
-        if not isinstance(a, int) or not -nargs <= a < nargs:
+        if not -nargs <= a < nargs:
             raise ValueError(f"{fname}: argnums {argnums!r} is out of range for {nargs} positional arguments")
-    return single, tuple(a % nargs for a in nums)
+    nums = tuple(a % nargs for a in nums)
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"{fname}: argnums {argnums!r} names the same argument twice")
+    return single, nums
 
 
 def value_and_grad(f, argnums=0, has_aux=False):
@@ -199,6 +216,10 @@ def value_and_grad(f, argnums=0, has_aux=False):
         if not is_floating(out.dtype):
             raise TypeError(
                 f"grad: the function returned dtype {out.dtype}; only floating outputs can be differentiated")
+        if dtype_name(out.dtype).startswith("complex"):
+            raise TypeError(
+                f"grad: the function returned dtype {out.dtype}; grad needs a real output. Return xp.real(y) "
+                "or xp.abs(y), or use vjp with a complex cotangent")
         if isinstance(out, VJPTracer) and out._trace is trace:
             value = out._primal
             root = ((out._node, out._index), ops.ones_like(full_unbox(value)))
@@ -263,8 +284,9 @@ def jvp(f, primals, tangents):
         raise ValueError(f"jvp: tangent structure {t_td!r} does not match primal structure {p_td!r}")
     for k, (p, t) in enumerate(zip(p_leaves, t_leaves)):
         _check_differentiable(p, f"primal {k}", "jvp")
-        if not hasattr(t, "shape") or tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
+        if not hasattr(t, "shape"):
             raise ValueError(f"jvp: tangent {k} has {_describe(t)}, but its primal has {_describe(p)}")
+        _check_matches(t, p, f"tangent {k}", "its primal", "jvp")
     trace = JVPTrace()
     with new_trace(trace):
         boxed = [JVPTracer(trace, p, t) for p, t in zip(p_leaves, t_leaves)]
@@ -434,6 +456,10 @@ def hvp(f, primals, tangents):
     hand-written HVP does, against four (bench/hvp.py: ×1.6 of a gradient
     against ×2.0).
     """
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError(
+            f"hvp: primals and tangents must be tuples (one entry per positional argument), got "
+            f"{type(primals).__name__} and {type(tangents).__name__}; write hvp(f, (x,), (v,))")
     n = len(primals)
     tangents = tuple(tangents)
     if n != len(tangents):

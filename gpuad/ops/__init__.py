@@ -5,6 +5,7 @@ from ._creation import *  # noqa: F401,F403
 from ._elementwise import *  # noqa: F401,F403
 from ._indexing import *  # noqa: F401,F403
 from ._manipulation import *  # noqa: F401,F403
+from ._triangular import *  # noqa: F401,F403
 from ._matmul import *  # noqa: F401,F403
 from ._reductions import *  # noqa: F401,F403
 from ._linalg import *  # noqa: F401,F403

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .._backend import default_namespace, namespace_of
 from .._core import full_unbox
 from .._dtypes import dtype_in
+from .._registry import EXPLAINED, reraise_as
 
 __all__ = [
     "zeros", "ones", "empty", "full", "zeros_like", "ones_like", "empty_like", "full_like",
@@ -39,6 +40,24 @@ def namespace_for_device(device):
     return default_namespace()
 
 
+class _Described(str):
+    """An argument already described in words (its ``repr`` is itself)."""
+
+    def __repr__(self):
+        return str(self)
+
+
+def _failed(name, exc, **args):
+    """Re-raise the backend's error ``exc`` naming the creation function and its arguments."""
+    desc = ", ".join(f"{k}={v!r}" for k, v in args.items() if v is not None or k in ("shape",))
+    reraise_as(exc, f"{name}: {exc} ({desc})")
+
+
+def _short(obj):
+    r = repr(obj)
+    return _Described(r if len(r) <= 60 else r[:57] + "...")
+
+
 def _kw(xp, dtype, device):
     kw = {}
     if dtype is not None:
@@ -50,28 +69,45 @@ def _kw(xp, dtype, device):
 
 def zeros(shape, *, dtype=None, device=None):
     xp = namespace_for_device(device)
-    return xp.zeros(shape, **_kw(xp, dtype, device))
+    try:
+        return xp.zeros(shape, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("zeros", e, shape=shape, dtype=dtype, device=device)
 
 
 def ones(shape, *, dtype=None, device=None):
     xp = namespace_for_device(device)
-    return xp.ones(shape, **_kw(xp, dtype, device))
+    try:
+        return xp.ones(shape, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("ones", e, shape=shape, dtype=dtype, device=device)
 
 
 def empty(shape, *, dtype=None, device=None):
     xp = namespace_for_device(device)
-    return xp.empty(shape, **_kw(xp, dtype, device))
+    try:
+        return xp.empty(shape, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("empty", e, shape=shape, dtype=dtype, device=device)
 
 
 def full(shape, fill_value, *, dtype=None, device=None):
     xp = namespace_for_device(device)
-    return xp.full(shape, full_unbox(fill_value), **_kw(xp, dtype, device))
+    try:
+        return xp.full(shape, full_unbox(fill_value), **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("full", e, shape=shape, fill_value=fill_value, dtype=dtype, device=device)
 
 
 def _like(name, x, dtype, device, *extra):
     x = full_unbox(x)
     xp = namespace_of((x,), name)
-    return getattr(xp, name)(x, *extra, **_kw(xp, dtype, device))
+    try:
+        return getattr(xp, name)(x, *extra, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        fill = {"fill_value": extra[0]} if extra else {}
+        _failed(name, e, x=_Described(f"<array of shape {tuple(x.shape)} and dtype {x.dtype}>"), **fill, dtype=dtype,
+                device=device)
 
 
 def zeros_like(x, /, *, dtype=None, device=None):
@@ -92,17 +128,26 @@ def full_like(x, /, fill_value, *, dtype=None, device=None):
 
 def arange(start, /, stop=None, step=1, *, dtype=None, device=None):
     xp = namespace_for_device(device)
-    return xp.arange(start, stop, step, **_kw(xp, dtype, device))
+    try:
+        return xp.arange(start, stop, step, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("arange", e, start=start, stop=stop, step=step, dtype=dtype, device=device)
 
 
 def linspace(start, stop, /, num, *, dtype=None, device=None, endpoint=True):
     xp = namespace_for_device(device)
-    return xp.linspace(start, stop, num, endpoint=endpoint, **_kw(xp, dtype, device))
+    try:
+        return xp.linspace(start, stop, num, endpoint=endpoint, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("linspace", e, start=start, stop=stop, num=num, dtype=dtype, device=device)
 
 
 def eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None):
     xp = namespace_for_device(device)
-    return xp.eye(n_rows, n_cols, k=k, **_kw(xp, dtype, device))
+    try:
+        return xp.eye(n_rows, n_cols, k=k, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("eye", e, n_rows=n_rows, n_cols=n_cols, k=k, dtype=dtype, device=device)
 
 
 def asarray(obj, /, *, dtype=None, device=None, copy=None):
@@ -119,12 +164,21 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None):
         xp = namespace_of((obj,), "asarray")
     else:
         xp = namespace_for_device(device)
-    return xp.asarray(obj, copy=copy, **_kw(xp, dtype, device))
+    try:
+        return xp.asarray(obj, copy=copy, **_kw(xp, dtype, device))
+    except EXPLAINED as e:
+        _failed("asarray", e, obj=_short(obj), dtype=dtype, device=device)
 
 
 def meshgrid(*arrays, indexing="xy"):
     from ._manipulation import broadcast_to, reshape
 
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
+    for k, a in enumerate(arrays):
+        if getattr(a, "ndim", None) != 1:
+            raise ValueError(f"meshgrid: array {k} must be 1-D, got "
+                             f"{'shape ' + str(tuple(a.shape)) if hasattr(a, 'shape') else type(a).__name__}")
     n = len(arrays)
     shapes = [a.shape[0] for a in arrays]
     if indexing == "xy" and n >= 2:

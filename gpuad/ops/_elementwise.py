@@ -208,10 +208,14 @@ def clip(x, /, min=None, max=None):
     return x
 
 
+# A traced condition (a floating array used for its truth value, as NumPy allows)
+# selects piecewise: its derivative is zero, as in JAX, not an error.
 where = defop(
     "where", lambda xp, c, x, y: xp.where(c, x, y),
-    vjp=(None, lambda g, ans, c, x, y: where(c, g, 0.0), lambda g, ans, c, x, y: where(c, 0.0, g)),
-    jvp=(None, lambda t, ans, c, x, y: where(c, t, 0.0), lambda t, ans, c, x, y: where(c, 0.0, t)),
+    vjp=(lambda g, ans, c, x, y: None,
+         lambda g, ans, c, x, y: where(c, g, 0.0), lambda g, ans, c, x, y: where(c, 0.0, g)),
+    jvp=(lambda t, ans, c, x, y: None,
+         lambda t, ans, c, x, y: where(c, t, 0.0), lambda t, ans, c, x, y: where(c, 0.0, t)),
     keep_args=(0,), keep_ans=False)
 
 def _flip_unless_same_sign(g, x, y):

@@ -32,6 +32,7 @@ from ._manipulation import (
     broadcast_to, concat, expand_dims, matrix_transpose, normalize_axis, permute_dims, reshape, stack,
 )
 from ._matmul import matmul
+from ._triangular import _offset
 from ._reductions import sum
 
 __all__ = [
@@ -268,7 +269,7 @@ diagonal_p = deflinear(
 def linalg_diagonal(x, /, *, offset=0):
     """Diagonal ``offset`` of each matrix: (..., M, N) -> (..., L)."""
     _check_matrix(x, "diagonal")
-    return diagonal_p(x, offset=int(offset))
+    return diagonal_p(x, offset=_offset(offset, "diagonal", "offset"))
 
 
 def linalg_trace(x, /, *, offset=0, dtype=None):

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from .._core import full_unbox
 from .._registry import deflinear, defnondiff, defop
 
@@ -14,15 +16,24 @@ __all__ = [
     "reshape", "broadcast_to", "permute_dims", "matrix_transpose", "expand_dims", "squeeze",
     "normalize_axis", "normalize_axes", "concat", "stack",
     "flip", "roll", "tile", "repeat", "moveaxis", "broadcast_arrays", "broadcast_shapes", "unstack",
-    "tril", "triu", "diff", "full_as",
+    "diff", "full_as",
 ]
 
 
 def normalize_axis(axis, ndim, opname="op"):
-    """A non-negative axis; ``IndexError`` naming the op if out of range."""
-    if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
-        raise IndexError(f"{opname}: axis {axis} is out of range for an array of {ndim} dimensions")
-    return axis % ndim if ndim else 0
+    """A non-negative axis; ``IndexError`` naming the op if out of range, ``TypeError`` if not an int."""
+    try:
+        if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
+            raise IndexError(f"{opname}: axis {axis} is out of range for an array of {ndim} dimensions")
+        out = axis % ndim if ndim else 0
+    except TypeError:  # a string, None, ...
+        out = None
+    if type(out) is not int:
+        try:  # NumPy integers are axes; floats and the rest are not
+            out = operator.index(out)
+        except TypeError:
+            raise TypeError(f"{opname}: axis must be an int, got {type(axis).__name__} {axis!r}") from None
+    return out
 
 
 def normalize_axes(axis, ndim, opname="op"):
@@ -31,7 +42,12 @@ def normalize_axes(axis, ndim, opname="op"):
         return tuple(range(ndim))
     if isinstance(axis, int):
         axis = (axis,)
-    out = tuple(sorted(normalize_axis(a, ndim, opname) for a in axis))
+    try:
+        out = tuple(sorted(normalize_axis(a, ndim, opname) for a in axis))
+    except TypeError:
+        if hasattr(axis, "__iter__"):
+            raise
+        out = (normalize_axis(axis, ndim, opname),)  # a NumPy integer; anything else raises, naming the op
     if len(set(out)) != len(out):
         raise ValueError(f"{opname}: repeated axis in {axis}")
     return out
@@ -48,8 +64,14 @@ def reshape(x, /, shape, *, copy=None):
     """Reshape ``x`` to ``shape`` (one ``-1`` allowed)."""
     if isinstance(shape, int):
         shape = (shape,)
-    shape = tuple(shape)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = _not_a_shape(shape, "reshape")
     if -1 in shape:
+        if shape.count(-1) > 1:
+            raise ValueError(f"reshape: only one dimension can be -1, got shape {shape} for an array of shape "
+                             f"{tuple(x.shape)}")
         known = 1
         for s in shape:
             if s != -1:
@@ -70,8 +92,19 @@ broadcast_p = deflinear(
     vjp=(lambda g, ans, x, *, shape: g,))  # the engine sums g back to x's shape
 
 
+def _not_a_shape(shape, opname):
+    """``shape`` could not be made a tuple: an int stands for ``(shape,)``, anything else is an error."""
+    try:
+        return (operator.index(shape),)
+    except TypeError:
+        raise TypeError(f"{opname}: shape must be a tuple of ints, got {type(shape).__name__} {shape!r}") from None
+
+
 def broadcast_to(x, /, shape):
-    shape = tuple(shape)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = _not_a_shape(shape, "broadcast_to")
     if shape == tuple(x.shape):
         return x
     return broadcast_p(x, shape=shape)
@@ -109,6 +142,8 @@ def expand_dims(x, /, axis=0):
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     nd = x.ndim + len(axes)
     axes = sorted(normalize_axis(a, nd, "expand_dims") for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"expand_dims: repeated axis in {axis} (x has shape {tuple(x.shape)})")
     shape = list(x.shape)
     for a in axes:
         shape.insert(a, 1)
@@ -144,18 +179,32 @@ def concat(arrays, /, *, axis=0):
     arrays = tuple(arrays)
     if not arrays:
         raise ValueError("concat: needs at least one array")
-    if axis is None:
-        arrays = tuple(reshape(a, (-1,)) for a in arrays)
-        axis = 0
-    nd = arrays[0].ndim
-    axis = normalize_axis(axis, nd, "concat")
-    for k, a in enumerate(arrays):
-        if a.ndim != nd or any(s != t for j, (s, t) in enumerate(zip(a.shape, arrays[0].shape)) if j != axis):
-            raise ValueError(
-                f"concat: array {k} has shape {tuple(a.shape)}, which does not match array 0's shape "
-                f"{tuple(arrays[0].shape)} outside axis {axis}"
-            )
+    try:
+        if axis is None:
+            arrays = tuple(reshape(a, (-1,)) for a in arrays)
+            axis = 0
+        nd = arrays[0].ndim
+        axis = normalize_axis(axis, nd, "concat")
+        if nd == 0:
+            raise ValueError(f"concat: zero-dimensional arrays cannot be concatenated (shapes "
+                             f"{', '.join(str(tuple(a.shape)) for a in arrays)}); use stack")
+        for k, a in enumerate(arrays):
+            if a.ndim != nd or any(s != t for j, (s, t) in enumerate(zip(a.shape, arrays[0].shape)) if j != axis):
+                raise ValueError(
+                    f"concat: array {k} has shape {tuple(a.shape)}, which does not match array 0's shape "
+                    f"{tuple(arrays[0].shape)} outside axis {axis}"
+                )
+    except AttributeError:
+        _check_arrays(arrays, "concat")
+        raise
     return concat_p(*arrays, axis=axis)
+
+
+def _check_arrays(arrays, opname):
+    """``TypeError`` naming the op unless every entry of ``arrays`` is an array."""
+    for k, a in enumerate(arrays):
+        if not hasattr(a, "shape"):
+            raise TypeError(f"{opname}: array {k} is a {type(a).__name__}, not an array: {a!r}")
 
 
 def stack(arrays, /, *, axis=0):
@@ -163,10 +212,14 @@ def stack(arrays, /, *, axis=0):
     arrays = tuple(arrays)
     if not arrays:
         raise ValueError("stack: needs at least one array")
-    shape = tuple(arrays[0].shape)
-    for k, a in enumerate(arrays):
-        if tuple(a.shape) != shape:
-            raise ValueError(f"stack: array {k} has shape {tuple(a.shape)}, array 0 has {shape}")
+    try:
+        shape = tuple(arrays[0].shape)
+        for k, a in enumerate(arrays):
+            if tuple(a.shape) != shape:
+                raise ValueError(f"stack: array {k} has shape {tuple(a.shape)}, array 0 has {shape}")
+    except AttributeError:
+        _check_arrays(arrays, "stack")
+        raise
     axis = normalize_axis(axis, len(shape) + 1, "stack")
     return concat_p(*(expand_dims(a, axis) for a in arrays), axis=axis)
 
@@ -242,9 +295,11 @@ def roll(x, /, shift, *, axis=None):
         return roll_p(x, shift=int(shift), axis=None)
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     axes = tuple(normalize_axis(a, x.ndim, "roll") for a in axes)
-    if isinstance(shift, int):
-        shift = (int(shift),) * len(axes)
-    shift = tuple(int(s) for s in shift)
+    try:  # operator.index: a float shift is refused, not truncated
+        shift = (operator.index(shift),) * len(axes) if isinstance(shift, int) else \
+            tuple(operator.index(s) for s in shift)
+    except TypeError:
+        raise TypeError(f"roll: shift must be an int or a tuple of ints, got {shift!r}") from None
     if len(shift) != len(axes):
         raise ValueError(f"roll: {len(shift)} shifts given for {len(axes)} axes {axes}")
     return roll_p(x, shift=shift, axis=axes)
@@ -265,7 +320,11 @@ def tile(x, repetitions, /):
     -------
     array, shape ``(r0 * s0, r1 * s1, ...)``
     """
-    reps = (repetitions,) if isinstance(repetitions, int) else tuple(int(r) for r in repetitions)
+    try:  # operator.index: a float repetition is refused, not truncated
+        reps = (operator.index(repetitions),) if isinstance(repetitions, int) else \
+            tuple(operator.index(r) for r in repetitions)
+    except TypeError:
+        raise TypeError(f"tile: repetitions must be a tuple of ints, got {repetitions!r}") from None
     if any(r < 0 for r in reps):
         raise ValueError(f"tile: repetitions must be non-negative, got {reps}")
     nd = max(x.ndim, len(reps))
@@ -315,6 +374,9 @@ def repeat(x, repeats, /, *, axis=None):
         y = broadcast_to(y, shape[: axis + 1] + (repeats,) + shape[axis + 1:])
         return reshape(y, shape[:axis] + (n * repeats,) + shape[axis + 1:])
     repeats = full_unbox(repeats)
+    if not hasattr(repeats, "ndim"):
+        raise TypeError(f"repeat: repeats must be an int or an integer array, got {type(repeats).__name__} "
+                        f"{repeats!r}")
     if repeats.ndim > 1 or (repeats.ndim == 1 and repeats.shape[0] not in (1, n)):
         raise ValueError(
             f"repeat: repeats of shape {tuple(repeats.shape)} does not match axis {axis} of size {n} "
@@ -408,49 +470,6 @@ def unstack(x, /, *, axis=0):
     if x.shape[axis] == 0:
         return ()
     return unstack_p(x, axis=axis)
-
-
-# --- tril, triu ---------------------------------------------------------------
-tril_p = deflinear("tril", lambda xp, x, *, k: xp.tril(x, k=k), vjp=(lambda g, ans, x, *, k: tril_p(g, k=k),))
-triu_p = deflinear("triu", lambda xp, x, *, k: xp.triu(x, k=k), vjp=(lambda g, ans, x, *, k: triu_p(g, k=k),))
-
-
-def _tri_check(x, name):
-    if x.ndim < 2:
-        raise ValueError(f"{name}: x must have at least 2 dimensions, got shape {tuple(x.shape)}")
-
-
-def tril(x, /, *, k=0):
-    """Lower triangle of the last two axes of ``x`` (elements above diagonal ``k`` zeroed).
-
-    Parameters
-    ----------
-    x : array, shape ``(..., M, N)``
-    k : int
-        Diagonal offset (positive: above the main diagonal).
-
-    Returns
-    -------
-    array, shape ``(..., M, N)``
-    """
-    _tri_check(x, "tril")
-    return tril_p(x, k=int(k))
-
-
-def triu(x, /, *, k=0):
-    """Upper triangle of the last two axes of ``x`` (elements below diagonal ``k`` zeroed).
-
-    Parameters
-    ----------
-    x : array, shape ``(..., M, N)``
-    k : int
-
-    Returns
-    -------
-    array, shape ``(..., M, N)``
-    """
-    _tri_check(x, "triu")
-    return triu_p(x, k=int(k))
 
 
 # --- diff ---------------------------------------------------------------------
