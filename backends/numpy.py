@@ -5,6 +5,8 @@ from __future__ import annotations
 NAME = "numpy"
 #: Every NumPy array is on the CPU: gpuad skips device comparisons between them.
 SINGLE_DEVICE = True
+#: NumPy arrays are in host memory: reading a value never waits for a device.
+HOST_VALUES = True
 
 
 def version():

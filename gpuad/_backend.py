@@ -129,6 +129,8 @@ _SKIP = object()
 _ns_by_type: dict = {int: _SKIP, float: _SKIP, bool: _SKIP, complex: _SKIP, type(None): _SKIP}
 #: Namespaces whose arrays all live on one device (their backend says SINGLE_DEVICE).
 _single_device: set = set()
+#: Namespaces whose array values the host reads without a device synchronisation (HOST_VALUES).
+_host_values: set = set()
 
 
 def _lookup_namespace(t, x):
@@ -156,8 +158,28 @@ def _attach_backend(ns):
         if mod.owns(ns):
             if getattr(mod, "SINGLE_DEVICE", False):
                 _single_device.add(ns)
+            if getattr(mod, "HOST_VALUES", False):
+                _host_values.add(ns)
             mod.register_overrides(ns)
             return
+
+
+def host_readable(x):
+    """Whether reading ``x``'s values (a ``min``, a comparison) costs no device synchronisation.
+
+    True for arrays of a backend that declares ``HOST_VALUES`` (NumPy);
+    False for GPU arrays, for array-api-strict (whose ``device1`` stands in
+    for a GPU) and for anything that is not an array.  Checks of values that
+    only the host can make (an index in range) run where this is True.
+    """
+    t = type(x)
+    ns = _ns_by_type.get(t)
+    if ns is None:
+        try:
+            ns = _lookup_namespace(t, x)
+        except TypeError:
+            return False
+    return ns is not _SKIP and ns in _host_values
 
 
 def _describe(x):

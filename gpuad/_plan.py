@@ -120,6 +120,15 @@ def plan_checkpoints(steps, *, strategy="auto", segments=None, snapshots=None, b
     if budget_bytes is not None and (isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int)
                                      or budget_bytes < 0):
         raise ValueError(f"checkpoint_sequential: budget_bytes must be a non-negative int, got {budget_bytes!r}")
+    if profile is not None and not isinstance(profile, S.StepCost):
+        raise TypeError(f"checkpoint_sequential: profile must be a StepCost (report.profile of an earlier run), "
+                        f"got {type(profile).__name__}")
+    if segments is not None and strategy != "uniform":
+        raise ValueError(f"checkpoint_sequential: segments={segments!r} is only used by strategy 'uniform', "
+                         f"not {strategy!r}")
+    if snapshots is not None and strategy not in ("revolve", "bisection"):
+        raise ValueError(f"checkpoint_sequential: snapshots={snapshots!r} is only used by strategies 'revolve' "
+                         f"and 'bisection', not {strategy!r}")
     if profile is not None and len(profile.tape_bytes) != l:
         raise ValueError(f"plan_checkpoints: the profile has {len(profile.tape_bytes)} steps, the chain {l}")
     rep = ScheduleReport(strategy=strategy, steps=l, budget_bytes=budget_bytes, profile=profile,

@@ -82,6 +82,8 @@ def replayed(fn, *args, **kwargs):
     checkpoint it simply calls ``fn``.  The logged values are part of the
     segment's snapshot.
     """
+    if not callable(fn):
+        raise TypeError(f"replayed: fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
     frames = _frames.get()
     src = None
     for i in range(len(frames) - 1, -1, -1):
@@ -112,6 +114,8 @@ def on_forward_only(fn, *args, **kwargs):
 
     Returns ``fn``'s result, or ``None`` during recomputation.
     """
+    if not callable(fn):
+        raise TypeError(f"on_forward_only: fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
     if is_recomputing():
         return None
     return fn(*args, **kwargs)
@@ -122,6 +126,17 @@ def on_forward_only(fn, *args, **kwargs):
 
 def save_only(*names):
     """A policy keeping the outputs of the named primitives, e.g. ``save_only("matmul")``."""
+    import difflib
+
+    from ._registry import PRIMITIVES
+
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"save_only: primitive names must be strings, got {type(n).__name__}: {n!r}")
+        if n not in PRIMITIVES:
+            close = difflib.get_close_matches(n, PRIMITIVES, n=3)
+            raise ValueError(f"save_only: no primitive is named {n!r}"
+                             + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
     names = frozenset(names)
 
     def policy(prim, args):

@@ -15,6 +15,7 @@ Subcommands are registered in :func:`build_parser`; each is a function
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -276,10 +277,12 @@ def cmd_train(args):
         raise CLIError(f"--epochs must be a positive integer, got {args.epochs}", code=2)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}", code=2)
-    if not args.lr > 0:
-        raise CLIError(f"--lr must be positive, got {args.lr}", code=2)
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise CLIError(f"--lr must be positive and finite, got {args.lr}", code=2)
     if args.dtype not in ("float32", "float64") and not (args.model == "gpt" and args.dtype == "float16"):
         raise CLIError(f"--dtype must be float32 or float64, got {args.dtype!r}", code=2)
+    if args.model != "gpt":
+        _refuse_gpt_options(args)
     _check_writable(args.out)
     from . import training
 
@@ -305,11 +308,29 @@ def cmd_train(args):
                                distributed=args.distributed)
     try:
         training.train(cfg, log=lambda line: print(line, flush=True))
+    except MemoryError as e:  # numpy's or gpuad.OutOfMemoryError: a model or batch too large for the device
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CLIError(f"out of memory: {first}; try a smaller --batch-size"
+                       + (", --context or --d-model" if args.model == "gpt" else ""), code=1) from None
     except ValueError as e:  # training_gpt.ConfigError: an option found unworkable once running
         if type(e).__name__ != "ConfigError":
             raise
         raise CLIError(str(e), code=2) from None
     return 0
+
+
+#: The ``--model gpt`` options (argparse dest, flag) and their parser defaults.
+GPT_OPTIONS = (("checkpoint", "--checkpoint", "none"), ("budget_bytes", "--budget-bytes", None),
+               ("segments", "--segments", None), ("context", "--context", 64), ("d_model", "--d-model", 64),
+               ("layers", "--layers", 4), ("heads", "--heads", 4), ("sample_chars", "--sample-chars", 300),
+               ("temperature", "--temperature", 0.8), ("prompt", "--prompt", "The "))
+
+
+def _refuse_gpt_options(args):
+    """A ``--model gpt`` option given to another model is an error, not silently ignored."""
+    given = [flag for dest, flag, default in GPT_OPTIONS if getattr(args, dest, default) != default]
+    if given:
+        raise CLIError(f"{', '.join(given)}: only used by --model gpt, not --model {args.model}", code=2)
 
 
 def _check_distributed(args):
@@ -342,8 +363,8 @@ def cmd_sweep(args):
         fractions = tuple(float(x) for x in args.budgets.split(",") if x)
     except ValueError:
         raise CLIError(f"--budgets must be comma-separated numbers, got {args.budgets!r}", code=2) from None
-    if not fractions or not all(0 < f for f in fractions):
-        raise CLIError(f"--budgets must be positive fractions, got {args.budgets!r}", code=2)
+    if not fractions or not all(0 < f and math.isfinite(f) for f in fractions):
+        raise CLIError(f"--budgets must be positive finite fractions, got {args.budgets!r}", code=2)
     for name in ("depth", "width", "batch", "repeat"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name} must be a positive integer, got {getattr(args, name)}", code=2)

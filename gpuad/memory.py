@@ -119,6 +119,8 @@ def _backend_for(x):
 def nbytes_of(x):
     """``(key, nbytes, owner)`` of the buffer holding array ``x`` (tracers are unboxed)."""
     x = full_unbox(x)
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(f"nbytes_of: x must be an array, got {type(x).__name__}")
     return _backend_for(x).buffer_of(x)
 
 

@@ -22,6 +22,8 @@ A learning rate is a float or a *schedule*: a function of the step count (a
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Callable, NamedTuple
 
 from . import ops
@@ -49,6 +51,39 @@ class Optimizer(NamedTuple):
     name: str = "optimizer"
 
 
+# --- argument checks (at construction; a step checks nothing it need not) --------------
+def _real(v, fname, name, *, lo=None, lo_open=False, hi=None, hi_open=False):
+    """``v`` as a finite float within the given bounds, else a ``ValueError`` naming ``fname`` and ``name``."""
+    ok = not isinstance(v, bool) and (isinstance(v, numbers.Real) or getattr(v, "ndim", None) == 0)
+    if ok:
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            ok = False
+    ok = ok and math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        where = ""
+        if lo is not None or hi is not None:
+            where = " in " + ("(" if lo_open else "[") + (f"{lo:g}" if lo is not None else "-inf") + ", " + \
+                (f"{hi:g}" if hi is not None else "inf") + (")" if hi_open or hi is None else "]")
+        raise ValueError(f"{fname}: {name} must be a finite number{where}, got {v!r}")
+    return float(v)
+
+
+def _steps(v, fname, name, minimum):
+    try:
+        n = operator.index(v) if not isinstance(v, bool) else None
+    except TypeError:
+        n = None
+    if n is None or n < minimum:
+        raise ValueError(f"{fname}: {name} must be an int >= {minimum}, got {v!r}")
+    return n
+
+
 # --- schedules ---------------------------------------------------------------------
 def _as_float(step):
     return ops.astype(step, "float32")
@@ -66,7 +101,7 @@ def constant(lr):
     callable
         0-d integer array -> 0-d float32 array.
     """
-    lr = float(lr)
+    lr = _real(lr, "constant", "lr")
     return lambda step: ops.full_like(_as_float(step), lr)
 
 
@@ -84,8 +119,9 @@ def linear_warmup(peak, warmup_steps, init_value=0.0):
     callable
         0-d integer array -> 0-d float32 array.
     """
-    if warmup_steps < 0:
-        raise ValueError(f"linear_warmup: warmup_steps must be >= 0, got {warmup_steps}")
+    _steps(warmup_steps, "linear_warmup", "warmup_steps", 0)
+    peak = _real(peak, "linear_warmup", "peak")
+    init_value = _real(init_value, "linear_warmup", "init_value")
 
     def schedule(step):
         t = ops.clip(_as_float(step) / max(warmup_steps, 1), 0.0, 1.0)
@@ -109,8 +145,9 @@ def cosine_decay(init_value, decay_steps, final_value=0.0):
         0-d integer array -> 0-d float32 array:
         ``final + (init - final) * (1 + cos(pi * min(step / decay_steps, 1))) / 2``.
     """
-    if decay_steps <= 0:
-        raise ValueError(f"cosine_decay: decay_steps must be > 0, got {decay_steps}")
+    _steps(decay_steps, "cosine_decay", "decay_steps", 1)
+    init_value = _real(init_value, "cosine_decay", "init_value")
+    final_value = _real(final_value, "cosine_decay", "final_value")
 
     def schedule(step):
         t = ops.clip(_as_float(step) / decay_steps, 0.0, 1.0)
@@ -135,6 +172,10 @@ def warmup_cosine(peak, warmup_steps, total_steps, final_value=0.0, init_value=0
     callable
         0-d integer array -> 0-d float32 array.
     """
+    _steps(warmup_steps, "warmup_cosine", "warmup_steps", 0)
+    _steps(total_steps, "warmup_cosine", "total_steps", 1)
+    for name, v in (("peak", peak), ("final_value", final_value), ("init_value", init_value)):
+        _real(v, "warmup_cosine", name)
     if total_steps <= warmup_steps:
         raise ValueError(f"warmup_cosine: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
     warm = linear_warmup(peak, warmup_steps, init_value)
@@ -149,9 +190,15 @@ def warmup_cosine(peak, warmup_steps, total_steps, final_value=0.0, init_value=0
 def _schedule(lr, fname):
     if callable(lr):
         return lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0:
-        raise ValueError(f"{fname}: the learning rate must be a non-negative float or a schedule, got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr >= 0 and math.isfinite(lr)):
+        raise ValueError(f"{fname}: the learning rate must be a finite non-negative float or a schedule, "
+                         f"got {lr!r}")
     return constant(lr)
+
+
+def _clip(clip_norm, fname):
+    if clip_norm is not None:
+        _real(clip_norm, fname, "clip_norm", lo=0.0, lo_open=True)
 
 
 # --- gradient clipping -----------------------------------------------------------------
@@ -190,8 +237,8 @@ def clip_by_global_norm(grads, max_norm):
     norm : 0-d array
         The global norm before clipping (stays on the device).
     """
-    if not max_norm > 0:
-        raise ValueError(f"clip_by_global_norm: max_norm must be > 0, got {max_norm!r}")
+    if not (max_norm > 0 and math.isfinite(max_norm)):
+        raise ValueError(f"clip_by_global_norm: max_norm must be a finite number > 0, got {max_norm!r}")
     norm = global_norm(grads)
     scale = ops.minimum(ops.divide(max_norm, ops.maximum(norm, 1e-30)), 1.0)
     return tree_map(lambda g: ops.multiply(g, ops.astype(scale, g.dtype)), grads), norm
@@ -207,6 +254,34 @@ def _check_trees(params, grads, fname):
         if tuple(p.shape) != tuple(g.shape):
             raise ValueError(f"{fname}: leaf {i}: gradient shape {tuple(g.shape)} != parameter shape {tuple(p.shape)}")
     return pl, gl, ptd
+
+
+def _state_leaves(state, key, td, pl, fname):
+    """The leaves of ``state[key]``, which must mirror the parameters (structure and shapes)."""
+    try:
+        sub = state[key]
+    except (KeyError, TypeError, IndexError):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{fname}: the optimiser state has no {key!r} (got {have}); pass the state made by "
+                         "this optimiser's init") from None
+    sl, std = tree_flatten(sub)
+    if std != td:
+        raise ValueError(f"{fname}: state[{key!r}] has structure {std!r}, params have {td!r}: the state was "
+                         "made for other parameters")
+    for i, (p, m) in enumerate(zip(pl, sl)):
+        if p.shape != m.shape:
+            raise ValueError(f"{fname}: leaf {i}: state[{key!r}] shape {tuple(m.shape)} != parameter shape "
+                             f"{tuple(p.shape)}: the state was made for other parameters")
+    return sl
+
+
+def _state_step(state, fname):
+    try:
+        return state["step"]
+    except (KeyError, TypeError, IndexError):
+        have = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{fname}: the optimiser state has no 'step' (got {have}); pass the state made by "
+                         "this optimiser's init") from None
 
 
 def _counter(params):
@@ -244,6 +319,9 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
         without momentum).
     """
     sched = _schedule(lr, "sgd")
+    momentum = _real(momentum, "sgd", "momentum", lo=0.0)
+    weight_decay = _real(weight_decay, "sgd", "weight_decay", lo=0.0)
+    _clip(clip_norm, "sgd")
     if nesterov and momentum <= 0:
         raise ValueError("sgd: nesterov=True needs momentum > 0")
 
@@ -256,8 +334,8 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
     def step(params, grads, state):
         pl, gl, td = _check_trees(params, grads, "sgd.step")
         gl = tree_flatten(_prepare(tree_unflatten(td, gl), clip_norm))[0]
-        lr_t = sched(state["step"])
-        vl = tree_flatten(state["velocity"])[0] if momentum else [None] * len(pl)
+        vl = _state_leaves(state, "velocity", td, pl, "sgd.step") if momentum else [None] * len(pl)
+        lr_t = sched(_state_step(state, "sgd.step"))
         new_p, new_v = [], []
         for p, g, v in zip(pl, gl, vl):
             if weight_decay:
@@ -308,9 +386,11 @@ _adam_update_p = deffused("adam_update", _adam_update_impl, _adam_update_composi
 
 def _adam(fname, lr, b1, b2, eps, weight_decay, decoupled, clip_norm):
     sched = _schedule(lr, fname)
-    for name, b in (("b1", b1), ("b2", b2)):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"{fname}: {name} must be in [0, 1), got {b!r}")
+    b1 = _real(b1, fname, "b1", lo=0.0, hi=1.0, hi_open=True)
+    b2 = _real(b2, fname, "b2", lo=0.0, hi=1.0, hi_open=True)
+    eps = _real(eps, fname, "eps", lo=0.0)
+    weight_decay = _real(weight_decay, fname, "weight_decay", lo=0.0)
+    _clip(clip_norm, fname)
 
     def init(params):
         return {"step": _counter(params), "m": tree_map(ops.zeros_like, params),
@@ -319,13 +399,14 @@ def _adam(fname, lr, b1, b2, eps, weight_decay, decoupled, clip_norm):
     def step(params, grads, state):
         pl, gl, td = _check_trees(params, grads, f"{fname}.step")
         gl = tree_flatten(_prepare(tree_unflatten(td, gl), clip_norm))[0]
-        t = state["step"] + 1
+        ml = _state_leaves(state, "m", td, pl, f"{fname}.step")
+        vl = _state_leaves(state, "v", td, pl, f"{fname}.step")
+        t = _state_step(state, f"{fname}.step") + 1
         tf = ops.astype(t, "float32")
         lr_t = sched(state["step"])
         # Bias corrections 1 - b^t, as arrays: b^t = exp(t log b).
         c1 = 1.0 - ops.exp(tf * math.log(b1)) if b1 > 0 else ops.ones_like(tf)
         c2 = 1.0 - ops.exp(tf * math.log(b2)) if b2 > 0 else ops.ones_like(tf)
-        ml, vl = tree_flatten(state["m"])[0], tree_flatten(state["v"])[0]
         new_p, new_m, new_v = [], [], []
         hyper = dict(b1=b1, b2=b2, eps=eps, l2=0.0 if decoupled else weight_decay,
                      weight_decay=weight_decay if decoupled else 0.0)

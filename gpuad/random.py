@@ -32,6 +32,8 @@ Keys are never consumed implicitly: to draw twice, :func:`split` first::
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 
 from ._backend import default_namespace, namespace_of
 from ._dtypes import dtype_in, dtype_name
@@ -182,11 +184,30 @@ def fold_in(key, data):
 
 
 # --- samples -------------------------------------------------------------------------
+def _int(v, fname, name):
+    """``v`` as an int (Python or NumPy integer), else a ``TypeError`` naming it; never truncates a float."""
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"random.{fname}: {name} must be an int, got {type(v).__name__}: {v!r}") from None
+
+
+def _finite(fname, **values):
+    """Python or NumPy real scalars must be finite (arrays are left to broadcasting)."""
+    for name, v in values.items():
+        if isinstance(v, numbers.Real) and not math.isfinite(v):
+            raise ValueError(f"random.{fname}: {name} must be finite, got {v!r}")
+
+
 def _shape(shape, fname):
     if isinstance(shape, int):
         shape = (shape,)
     try:
-        shape = tuple(int(s) for s in shape)
+        if any(isinstance(s, bool) for s in shape):
+            raise TypeError
+        shape = tuple(operator.index(s) for s in shape)
     except TypeError:
         raise TypeError(f"random.{fname}: shape must be a tuple of ints, got {shape!r}") from None
     if any(s < 0 for s in shape):
@@ -266,6 +287,9 @@ def uniform(key, shape=(), dtype="float32", minval=0.0, maxval=1.0):
     xp, k = _check_key(key, "uniform")
     shape = _shape(shape, "uniform")
     name, dt = _float_dtype(xp, dtype, "uniform")
+    _finite("uniform", minval=minval, maxval=maxval)
+    if isinstance(minval, numbers.Real) and isinstance(maxval, numbers.Real) and not minval < maxval:
+        raise ValueError(f"random.uniform: need minval < maxval, got [{minval!r}, {maxval!r})")
     u = _unit(xp, k, _size(shape), name)
     if minval != 0.0 or maxval != 1.0:
         u = u * (maxval - minval) + minval
@@ -289,6 +313,9 @@ def normal(key, shape=(), dtype="float32", mean=0.0, stddev=1.0):
     xp, k = _check_key(key, "normal")
     shape = _shape(shape, "normal")
     name, dt = _float_dtype(xp, dtype, "normal")
+    _finite("normal", mean=mean, stddev=stddev)
+    if isinstance(stddev, numbers.Real) and stddev < 0:
+        raise ValueError(f"random.normal: stddev must be >= 0, got {stddev!r}")
     n = _size(shape)
     work = "float64" if name == "float64" else "float32"
     m = (n + 1) // 2
@@ -315,6 +342,9 @@ def truncated_normal(key, shape=(), dtype="float32", lower=-2.0, upper=2.0):
     """
     xp, k = _check_key(key, "truncated_normal")
     shape = _shape(shape, "truncated_normal")
+    _finite("truncated_normal", lower=lower, upper=upper)
+    if isinstance(lower, numbers.Real) and isinstance(upper, numbers.Real) and not lower < upper:
+        raise ValueError(f"random.truncated_normal: need lower < upper, got [{lower!r}, {upper!r}]")
     tries = 8
     z = normal(k, (tries,) + shape, dtype=dtype)
     out = xp.clip(z[tries - 1, ...], lower, upper)
@@ -374,7 +404,8 @@ def randint(key, shape, minval, maxval, dtype="int64"):
     """
     xp, k = _check_key(key, "randint")
     shape = _shape(shape, "randint")
-    span = int(maxval) - int(minval)
+    minval, maxval = _int(minval, "randint", "minval"), _int(maxval, "randint", "maxval")
+    span = maxval - minval
     if not 0 < span <= 1 << 32:
         raise ValueError(f"random.randint: need 0 < maxval - minval <= 2**32, got [{minval}, {maxval})")
     w = xp.astype(_bits(xp, k, _size(shape)), xp.uint64)
@@ -404,7 +435,17 @@ def permutation(key, x):
     ``n**2 / 2**65``) resolve identically on every backend.
     """
     xp, k = _check_key(key, "permutation")
-    n = x if isinstance(x, int) else x.shape[0]
+    if getattr(x, "ndim", 0) >= 1:
+        n = x.shape[0]
+    else:
+        try:
+            if isinstance(x, bool):
+                raise TypeError
+            n = x = operator.index(x)
+        except TypeError:
+            what = f"shape {tuple(x.shape)}" if hasattr(x, "shape") else f"{type(x).__name__}: {x!r}"
+            raise TypeError(f"random.permutation: x must be an int or an array with at least one axis, "
+                            f"got {what}") from None
     if n < 0:
         raise ValueError(f"random.permutation: n must be >= 0, got {n}")
     w = xp.astype(_bits(xp, k, 2 * n), xp.uint64)

@@ -28,6 +28,8 @@ __all__ = ["save", "load", "FORMAT"]
 
 #: Written into every file; :func:`load` refuses other formats.
 FORMAT = "gpuad-pytree-1"
+#: The ``.npz`` entry that holds the structure (see ``backends/numpy.py``).
+_META = "__metadata__"
 
 
 def _backend_of(x, fname):
@@ -60,7 +62,12 @@ def _encode(tree, path, arrays, fname):
     if hasattr(tree, "shape") and hasattr(tree, "dtype"):
         mod, x = _backend_of(tree, fname)
         name = path or "leaf"
-        arrays[name] = mod.to_numpy(x)
+        if name == _META:
+            raise TypeError(f"{fname}: the key {_META!r} at the top of the tree is reserved for the file's metadata")
+        a = mod.to_numpy(x)
+        if a.dtype.hasobject:
+            raise TypeError(f"{fname}: cannot save an object array at {name} (load reads no pickled data)")
+        arrays[name] = a
         return {"array": name}
     raise TypeError(f"{fname}: cannot save a {type(tree).__name__} at {path or '/'}")
 
@@ -86,6 +93,13 @@ def save(path, tree):
     TypeError
         For a leaf or key that cannot be stored; the message gives its path.
     """
+    target = os.fspath(path)
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"save: {target!r} is a directory; give a file path such as "
+                                f"{os.path.join(target, 'params.npz')!r}")
+    parent = os.path.dirname(target) or "."
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"save: the directory {parent!r} of {target!r} does not exist")
     arrays = {}
     spec = _encode(tree, "", arrays, "save")
     meta = json.dumps({"format": FORMAT, "tree": spec})
@@ -95,6 +109,9 @@ def save(path, tree):
 
 def _target(like, backend, device, fname):
     if like is not None:
+        if not (hasattr(like, "shape") and hasattr(like, "dtype")):
+            raise TypeError(f"{fname}: like must be an array (its backend and device are used), "
+                            f"got {type(like).__name__}")
         mod, x = _backend_of(like, fname)
         return mod, x.device
     name = backend if backend is not None else get_backend().name
@@ -104,6 +121,8 @@ def _target(like, backend, device, fname):
 
 
 def _decode(spec, arrays, mod, device, path):
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError(f"load: {path}: malformed metadata (a tree node is {type(spec).__name__} {spec!r:.60})")
     (kind, val), = spec.items()
     if kind == "dict":
         return {k: _decode(v, arrays, mod, device, path) for k, v in val.items()}
@@ -140,13 +159,21 @@ def load(path, *, like=None, backend=None, device=None):
     pytree
         The saved structure, arrays with their saved shapes and dtypes.
     """
+    import zipfile
+
     mod, dev = _target(like, backend, device, "load")
-    arrays, meta = backend_module("numpy").load_npz(os.fspath(path))
+    try:
+        arrays, meta = backend_module("numpy").load_npz(os.fspath(path))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:  # not an .npz we can read
+        raise ValueError(f"load: {os.fspath(path)} is not a readable .npz file written by "
+                         f"gpuad.serialization.save ({type(e).__name__}: {e})") from e
     try:
         doc = json.loads(meta) if meta is not None else None
     except ValueError:
         doc = None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "tree" not in doc:
         raise ValueError(f"load: {os.fspath(path)} was not written by gpuad.serialization.save "
                          f"(no {FORMAT!r} metadata)")
     return _decode(doc["tree"], arrays, mod, dev, os.fspath(path))

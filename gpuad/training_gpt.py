@@ -126,8 +126,18 @@ def validate(opts, backend_name, dtype):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
     if opts["d_model"] % opts["heads"]:
         raise ConfigError(f"--d-model {opts['d_model']} is not divisible by --heads {opts['heads']}")
-    if opts["sample_chars"] < 0 or opts["temperature"] < 0:
-        raise ConfigError("--sample-chars and --temperature must be >= 0")
+    if opts["sample_chars"] < 0:
+        raise ConfigError(f"--sample-chars must be >= 0, got {opts['sample_chars']}")
+    if not (opts["temperature"] >= 0 and math.isfinite(opts["temperature"])):
+        raise ConfigError(f"--temperature must be a finite number >= 0, got {opts['temperature']}")
+    n_val, n_train = _split_sizes(opts["val_fraction"])
+    # Training needs a window of context + 1 characters with room for a random offset, and the
+    # validation loss at least one window of context + 1 characters.
+    limit = min(n_val - 1, (n_train - 1) // 2 - 1)
+    if opts["context"] > limit:
+        raise ConfigError(f"--context {opts['context']} is too long for the corpus: its validation split has "
+                          f"{n_val:,} characters and its training split {n_train:,}; the largest context is "
+                          f"{limit:,}")
     ck, avail = opts["checkpoint"], available_strategies()
     if ck not in ("none", "block") and ck not in avail:
         if ck in CHECKPOINT_CHOICES:  # a strategy gpt knows of, missing from this build
@@ -139,6 +149,8 @@ def validate(opts, backend_name, dtype):
             raise ConfigError(f"--budget-bytes must be a positive integer, got {opts['budget_bytes']}")
         if ck in ("none", "block"):
             raise ConfigError(f"--budget-bytes needs a checkpoint_sequential strategy, not --checkpoint {ck}")
+    if opts["segments"] is not None and ck != "uniform":
+        raise ConfigError(f"--segments {opts['segments']} is only used by --checkpoint uniform, not --checkpoint {ck}")
     if dtype == "float16" and backend_name != "cupy":
         raise ConfigError(f"--dtype float16 needs the cupy backend (with loss scaling); {backend_name} has no "
                           "fast float16 matmul: use float32 or float64")
@@ -147,6 +159,15 @@ def validate(opts, backend_name, dtype):
     missing = [c for c in opts["prompt"] if c not in _corpus_chars()]
     if not opts["prompt"] or missing:
         raise ConfigError(f"--prompt must be non-empty and use characters of the corpus; unknown: {missing!r}")
+
+
+def _split_sizes(val_fraction):
+    """``(n_val, n_train)`` characters of :func:`load_corpus`'s split, without building the corpus."""
+    from pydoc_data.topics import topics
+
+    n = sum(len(v) for v in topics.values())
+    n_val = max(int(n * val_fraction), 2)
+    return n_val, n - n_val
 
 
 def _corpus_chars():

@@ -26,6 +26,7 @@ import them when they are made.
 
 from __future__ import annotations
 
+import math
 import os
 
 from ._buckets import BucketPlan
@@ -196,7 +197,14 @@ def init(backend=None, *, bucket_mb=None, timeout="default", environ=None):
         return _current
     env = os.environ if environ is None else environ
     if bucket_mb is None and env.get("GPUAD_BUCKET_MB"):
-        bucket_mb = float(env["GPUAD_BUCKET_MB"])
+        try:
+            bucket_mb = float(env["GPUAD_BUCKET_MB"])
+        except ValueError:
+            raise ValueError(f"GPUAD_BUCKET_MB={env['GPUAD_BUCKET_MB']!r}: the bucket size must be a number of "
+                             "megabytes") from None
+        if not (bucket_mb > 0 and math.isfinite(bucket_mb)):
+            raise ValueError(f"GPUAD_BUCKET_MB={env['GPUAD_BUCKET_MB']!r}: the bucket size must be a positive "
+                             "finite number of megabytes")
     launch = detect(backend, env)
     if launch.kind == "none":
         comm = SingleProcessCommunicator(bucket_mb=bucket_mb)

@@ -7,6 +7,8 @@ bufs)``, ``_bcast_(group, bufs, root)`` and ``_barrier_()``; everything else
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import sys
 import threading
@@ -126,9 +128,9 @@ class Communicator:
         self.rank = int(rank)
         self.size = int(size)
         self.local_rank = int(local_rank)
-        mb = DEFAULT_BUCKET_MB if bucket_mb is None else float(bucket_mb)
-        if not mb > 0:
-            raise ValueError(f"bucket_mb must be positive, got {bucket_mb!r}")
+        mb = DEFAULT_BUCKET_MB if bucket_mb is None else bucket_mb
+        if isinstance(mb, bool) or not isinstance(mb, numbers.Real) or not (mb > 0 and math.isfinite(mb)):
+            raise ValueError(f"bucket_mb must be a positive finite number of megabytes, got {bucket_mb!r}")
         self.bucket_bytes = max(1, int(mb * 1e6))
         self.timeout = default_timeout() if timeout == "default" else (timeout if timeout and timeout > 0 else None)
         self._plans = {}  # leaf key -> BucketPlan
@@ -159,7 +161,7 @@ class Communicator:
         -------
         pytree of the same structure
         """
-        w = 1.0 if weight is None else float(weight)
+        w = 1.0 if weight is None else _weight(weight)
         if self.size == 1:
             _check_floating(tree_flatten(tree)[0])
             return tree if w == 1.0 else tree_map(lambda x: x * w, tree)
@@ -178,7 +180,7 @@ class Communicator:
         (e.g. their own freshly initialised parameters); their values are
         ignored.  ``root`` gets its own tree back.
         """
-        if not 0 <= root < self.size:
+        if isinstance(root, bool) or not isinstance(root, numbers.Integral) or not 0 <= root < self.size:
             raise ValueError(f"broadcast: root must be in [0, {self.size}), got {root}")
         if self.size == 1:
             return tree
@@ -218,6 +220,8 @@ class Communicator:
 
     def shard(self, n):
         """``(start, stop)`` of this rank's contiguous share of ``n`` items (sizes differ by at most 1)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"shard: n must be a non-negative int (the number of items), got {n!r}")
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
     # --- machinery ---------------------------------------------------------------------
@@ -343,6 +347,19 @@ class Communicator:
     def _allgather_ints_(self, value):
         """Every rank's ``value`` (an int), or ``None`` where the transport cannot tell."""
         return None
+
+
+def _weight(weight):
+    """``allreduce_mean``'s ``weight`` as a float: finite and >= 0 (0 for a rank with an empty shard)."""
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        raise TypeError(f"allreduce_mean: weight must be a number, got {type(weight).__name__}: "
+                        f"{weight!r:.60}") from None
+    if not (w >= 0.0 and math.isfinite(w)):
+        raise ValueError(f"allreduce_mean: weight must be a finite number >= 0 (n_local * size / n_total), "
+                         f"got {weight!r}")
+    return w
 
 
 def _check_floating(leaves):

@@ -94,6 +94,8 @@ def run_local(size, fn, *, bucket_mb=None, timeout=60.0):
     The first exception of any rank breaks the group (the others fail at
     their next collective instead of waiting) and is re-raised here.
     """
+    if not callable(fn):
+        raise TypeError(f"run_local: fn must be callable (called as fn(comm) on each rank), got {type(fn).__name__}")
     comms = local_group(size, bucket_mb=bucket_mb, timeout=timeout)
     results = [None] * size
     errors = [None] * size

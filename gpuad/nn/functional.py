@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 
 from .. import ops
+from ._checks import (
+    _broadcast_shape, _need_broadcast_to, _need_eps, _need_ids_in_range, _need_ndim, _need_shape, _pair, _shape_of,
+)
 from .activations import log_softmax, softmax, softplus
 
 __all__ = [
@@ -27,25 +30,6 @@ __all__ = [
 ]
 
 
-def _pair(v, name, fname):
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
-    try:
-        a, b = v
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in (a, b)):
-            return (a, b)
-    except (TypeError, ValueError):
-        pass
-    raise TypeError(f"{fname}: {name} must be an int or a pair of ints, got {v!r}")
-
-
-def _need_ndim(x, nd, fname, what="x", layout=""):
-    if getattr(x, "ndim", None) != nd:
-        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"{fname}: {what} must be {nd}-D{layout}, got shape {shape}")
-
-
-# --- linear -------------------------------------------------------------------------
 def linear(x, w, b=None):
     """Affine map ``x @ w + b``.
 
@@ -62,6 +46,7 @@ def linear(x, w, b=None):
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(f"linear: x of shape {tuple(x.shape)} does not match weight of shape "
                          f"{tuple(w.shape)} (need x.shape[-1] == w.shape[0])")
+    _need_shape(b, (w.shape[1],), "linear", "the bias", f" (weight of shape {tuple(w.shape)})")
     if x.ndim > 2:
         # One (prod(...), in) @ (in, out) product: a broadcast matmul would run one small
         # GEMM per leading index, and its weight gradient would build a (..., in, out)
@@ -138,6 +123,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"conv2d: x has {x.shape[1]} channels (shape {tuple(x.shape)}) but the weight "
                          f"expects {w.shape[1]} (shape {tuple(w.shape)})")
+    _need_shape(b, (w.shape[0],), "conv2d", "the bias", f" (weight of shape {tuple(w.shape)})")
     sh, sw = _pair(stride, "stride", "conv2d")
     if sh < 1 or sw < 1:
         raise ValueError(f"conv2d: stride must be >= 1, got {stride!r}")
@@ -236,6 +222,9 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, axis=-1):
     -------
     array, shape of ``x``: ``(x - mean) / sqrt(var + eps) * gamma + beta``
     """
+    _need_eps(eps, "layer_norm")
+    _need_broadcast_to(gamma, tuple(x.shape), "layer_norm", "gamma")
+    _need_broadcast_to(beta, tuple(x.shape), "layer_norm", "beta")
     mean = ops.mean(x, axis=axis, keepdims=True)
     xc = ops.subtract(x, mean)
     var = ops.mean(ops.square(xc), axis=axis, keepdims=True)
@@ -273,7 +262,12 @@ def batch_norm(x, gamma, beta, running_mean, running_var, *, training, momentum=
     """
     from ..transforms import stop_gradient
 
+    if getattr(x, "ndim", 0) < 1:
+        raise ValueError(f"batch_norm: x must have a feature axis, got shape {_shape_of(x)}")
+    _need_eps(eps, "batch_norm")
     axis = axis % x.ndim
+    for what, a in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        _need_shape(a, (x.shape[axis],), "batch_norm", what, f" (x of shape {tuple(x.shape)}, features on axis {axis})")
     red = tuple(a for a in range(x.ndim) if a != axis)
     bshape = tuple(x.shape[a] if a == axis else 1 for a in range(x.ndim))
     if training:
@@ -333,6 +327,7 @@ def embedding(table, ids):
     array, shape ``I + (D,)``
     """
     _need_ndim(table, 2, "embedding", "the table", " (V, D)")
+    _need_ids_in_range(ids, table.shape[0], "embedding", "ids", f"the table has shape {tuple(table.shape)}")
     shape = tuple(ids.shape)
     flat = ops.reshape(ids, (-1,)) if len(shape) != 1 else ids
     rows = ops.take(table, flat, axis=0)
@@ -362,10 +357,16 @@ def causal_self_attention(x, wqkv, wo, num_heads, bqkv=None, bo=None):
     """
     _need_ndim(x, 3, "causal_self_attention", "x", " (B, T, D)")
     bsz, t, d = x.shape
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"causal_self_attention: num_heads must be a positive int, got {num_heads!r}")
     if d % num_heads:
         raise ValueError(f"causal_self_attention: model width {d} is not divisible by num_heads={num_heads}")
     if tuple(wqkv.shape) != (d, 3 * d):
         raise ValueError(f"causal_self_attention: wqkv must have shape {(d, 3 * d)}, got {tuple(wqkv.shape)}")
+    why = f" (x of shape {tuple(x.shape)})"
+    _need_shape(wo, (d, d), "causal_self_attention", "wo", why)
+    _need_shape(bqkv, (3 * d,), "causal_self_attention", "bqkv", why)
+    _need_shape(bo, (d,), "causal_self_attention", "bo", why)
     dh = d // num_heads
     qkv = linear(x, wqkv, bqkv)                                          # (B, T, 3D)
     qkv = ops.permute_dims(ops.reshape(qkv, (bsz, t, 3, num_heads, dh)), (2, 0, 3, 1, 4))
@@ -406,13 +407,15 @@ def cross_entropy(logits, labels, reduction="mean"):
         ``-log_softmax(logits)[label]``; stable for any logits (computed
         through :func:`log_softmax`).
     """
-    from .._dtypes import is_integral
+    from .._dtypes import dtype_name, is_integral
 
     if logits.ndim < 1 or tuple(labels.shape) != tuple(logits.shape[:-1]):
         raise ValueError(f"cross_entropy: labels of shape {tuple(labels.shape)} do not match logits of shape "
                          f"{tuple(logits.shape)} (need labels.shape == logits.shape[:-1])")
-    if not is_integral(labels.dtype):
+    if not is_integral(labels.dtype) or dtype_name(labels.dtype) == "bool":
         raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
+    _need_ids_in_range(labels, logits.shape[-1], "cross_entropy", "labels",
+                       f"class ids for logits of shape {tuple(logits.shape)}")
     lp = log_softmax(logits, axis=-1)
     picked = ops.take_along_axis(lp, ops.expand_dims(labels, axis=-1), axis=-1)
     return _reduce(ops.negative(ops.squeeze(picked, axis=-1)), reduction, "cross_entropy")
@@ -430,6 +433,10 @@ def mse(pred, target, reduction="mean"):
     -------
     array, shape ``()`` (or the broadcast shape for ``"none"``)
     """
+    if hasattr(pred, "shape") and hasattr(target, "shape") and _broadcast_shape(
+            tuple(pred.shape), tuple(target.shape)) is None:
+        raise ValueError(f"mse: pred of shape {tuple(pred.shape)} and target of shape {tuple(target.shape)} "
+                         "do not broadcast")
     return _reduce(ops.square(ops.subtract(pred, target)), reduction, "mse")
 
 
@@ -448,6 +455,7 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
         ``softplus(z) - z * t``, which neither overflows nor loses
         precision for large ``|z|``.
     """
+    _need_broadcast_to(targets, tuple(logits.shape), "binary_cross_entropy_with_logits", "targets", "logits")
     loss = ops.subtract(softplus(logits), ops.multiply(logits, targets))
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 

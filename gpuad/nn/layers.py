@@ -33,6 +33,19 @@ class _Layer:
         return f"{type(self).__name__}({fields})"
 
 
+def _params(params, layer, required, optional=()):
+    """``params[k]`` for the ``required`` keys (and ``.get`` for the optional ones), with a clear error."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{type(layer).__name__}.apply: params must be the dict made by "
+                        f"{type(layer).__name__}.init, got {type(params).__name__}")
+    missing = [k for k in required if k not in params]
+    if missing:
+        raise KeyError(f"{type(layer).__name__}.apply: params has no {', '.join(map(repr, missing))}; expected "
+                       f"the keys of {type(layer).__name__}.init: {', '.join(map(repr, required + optional))}, "
+                       f"got {', '.join(map(repr, params)) or 'none'}")
+    return [params[k] for k in required] + [params.get(k) for k in optional]
+
+
 def _positive(v, name, cls):
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"{cls}: {name} must be a positive int, got {v!r}")
@@ -70,7 +83,7 @@ class Linear(_Layer):
 
     def apply(self, params, x):
         """``x`` of shape ``(..., in)`` -> array of shape ``(..., out)``."""
-        return F.linear(x, params["w"], params.get("b"))
+        return F.linear(x, *_params(params, self, ("w",), ("b",)))
 
 
 class Conv2d(_Layer):
@@ -115,7 +128,8 @@ class Conv2d(_Layer):
 
     def apply(self, params, x):
         """``x`` of shape ``(N, C, H, W)`` -> array of shape ``(N, O, Ho, Wo)``."""
-        return F.conv2d(x, params["w"], params.get("b"), stride=self.stride, padding=self.padding)
+        w, b = _params(params, self, ("w",), ("b",))
+        return F.conv2d(x, w, b, stride=self.stride, padding=self.padding)
 
 
 class MaxPool2d(_Layer):
@@ -175,7 +189,7 @@ class LayerNorm(_Layer):
         """``(..., D)`` -> ``(..., D)``."""
         if x.shape[-1] != self.features:
             raise ValueError(f"LayerNorm: expected last axis of size {self.features}, got shape {tuple(x.shape)}")
-        return F.layer_norm(x, params["gamma"], params["beta"], eps=self.eps)
+        return F.layer_norm(x, *_params(params, self, ("gamma", "beta")), eps=self.eps)
 
 
 class BatchNorm(_Layer):
@@ -212,7 +226,12 @@ class BatchNorm(_Layer):
         """``x`` of shape ``(N, C, ...)`` -> ``(y of x's shape, new_state)``."""
         if x.ndim < 2 or x.shape[1] != self.features:
             raise ValueError(f"BatchNorm: expected x of shape (N, {self.features}, ...), got {tuple(x.shape)}")
-        y, m, v = F.batch_norm(x, params["gamma"], params["beta"], state["mean"], state["var"],
+        gamma, beta = _params(params, self, ("gamma", "beta"))
+        if not isinstance(state, dict) or "mean" not in state or "var" not in state:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise KeyError(f"BatchNorm.apply: state must be the dict made by BatchNorm.init_state, with keys "
+                           f"'mean' and 'var', got {got}")
+        y, m, v = F.batch_norm(x, gamma, beta, state["mean"], state["var"],
                                training=training, momentum=self.momentum, eps=self.eps)
         return y, {"mean": m, "var": v}
 
@@ -265,7 +284,7 @@ class Embedding(_Layer):
 
     def apply(self, params, ids):
         """Integer ``ids`` of shape ``I`` -> array of shape ``I + (features,)``."""
-        return F.embedding(params["table"], ids)
+        return F.embedding(*_params(params, self, ("table",)), ids)
 
 
 class CausalSelfAttention(_Layer):
@@ -304,5 +323,5 @@ class CausalSelfAttention(_Layer):
 
     def apply(self, params, x):
         """``(B, T, D)`` -> ``(B, T, D)``."""
-        return F.causal_self_attention(x, params["wqkv"], params["wo"], self.num_heads,
-                                       params.get("bqkv"), params.get("bo"))
+        wqkv, wo, bqkv, bo = _params(params, self, ("wqkv", "wo"), ("bqkv", "bo"))
+        return F.causal_self_attention(x, wqkv, wo, self.num_heads, bqkv, bo)
