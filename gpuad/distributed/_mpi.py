@@ -114,8 +114,8 @@ class MPICommunicator(Communicator):
                 why = "is not CUDA-aware" if aware is False else "could not be asked whether it is CUDA-aware"
                 raise DistributedError(
                     f"MPICommunicator: this MPI library {why}, and gpuad never stages GPU buffers through "
-                    "the host: use NCCL (GPUAD_DISTRIBUTED=nccl, see docs/distributed.md), or a CUDA-aware "
-                    "MPI build (set GPUAD_MPI_CUDA_AWARE=1 if it is one)")
+                    "the host: use NCCL (GPUAD_DISTRIBUTED=nccl, see the README, 'Data-parallel training'), "
+                    "or a CUDA-aware MPI build (set GPUAD_MPI_CUDA_AWARE=1 if it is one)")
             self._cuda_checked = True
         return fn(x)
 
