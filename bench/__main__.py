@@ -42,6 +42,9 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=None, help="timed repetitions, at least 7 (default 11; quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up runs (default 2; quick 1)")
     p.add_argument("--peers", default="all", help="'all' (default), 'none', or e.g. 'torch,autograd'")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="fresh processes per group of cases for the MLP and tanh steps (default 5; quick 0: "
+                        "all cases in this process); see bench/rounds.py")
     p.add_argument("--max-wait", type=float, default=None,
                    help="seconds to wait for a quiet machine before each workload (default 60; quick 0)")
     p.add_argument("--no-memory", action="store_true",
@@ -58,10 +61,13 @@ def main(argv=None):
     reps = args.reps if args.reps is not None else (3 if args.quick else 11)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     max_wait = args.max_wait if args.max_wait is not None else (0.0 if args.quick else 60.0)
+    rounds = args.rounds if args.rounds is not None else (0 if args.quick else 5)
+    if rounds < 0:
+        p.error(f"--rounds must be >= 0, got {rounds}")
     if reps < 7 and not args.quick:
         p.error("--reps must be at least 7 (use --quick for a smoke run)")
-    if args.record and (args.quick or set(only) != set(WORKLOADS) or args.peers == "none"):
-        p.error("--record needs the full run: all workloads, no --quick, peers on")
+    if args.record and (args.quick or set(only) != set(WORKLOADS) or args.peers == "none" or rounds < 3):
+        p.error("--record needs the full run: all workloads, no --quick, peers on, --rounds >= 3")
     tuned = [v for v in OPENBLAS_TUNING_VARS if v in os.environ]
     if tuned:
         print(f"warning: {', '.join(tuned)} set; NumPy's BLAS kernels differ from the baseline's. "
@@ -78,7 +84,7 @@ def main(argv=None):
     mods = _modules()
     out = {"timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-           "quick": args.quick, "reps": reps, "warmup": warmup, "machine": machine(),
+           "quick": args.quick, "reps": reps, "warmup": warmup, "rounds": rounds, "machine": machine(),
            "quiet": {}, "workloads": {}}
     out["machine"]["peers"] = peers_mod.versions(peers)
     for i, name in enumerate(only):
@@ -94,6 +100,8 @@ def main(argv=None):
         out["quiet"][name] = wait_quiet(max_wait_s=max_wait, own_load=1.0 if i else 0.0)
         print(f"[bench] {name} {cfg} ...", file=sys.stderr, flush=True)
         kw = {"memory": not args.no_memory} if name == "tanh" else {}
+        if name in ("mlp", "tanh"):
+            kw["rounds"] = rounds
         out["workloads"][name] = mod.run(cfg, peers, reps, warmup, **kw)
         out["workloads"][name]["config"] = cfg
     out["targets"] = targets(out["workloads"])

@@ -107,6 +107,31 @@ def wait_quiet(max_wait_s=60.0, max_load_per_cpu=0.5, max_spread=1.10, own_load=
         time.sleep(min(5.0, max(0.5, max_wait_s - waited)))
 
 
+def timed(cases, workload, cfg, reps, warmup, rounds=0):
+    """Per case of ``cases`` (``{name: (label, fn)}``): ``{"times", "vs_numpy", "cpu_per_wall"}``.
+
+    ``rounds == 0``: every case interleaved in this process.  Otherwise each
+    group of cases in ``rounds`` fresh processes (:func:`bench.rounds.measure`).
+    """
+    if rounds:
+        from .rounds import measure
+
+        return measure(workload, cfg, list(cases), reps, warmup, rounds)
+    times = time_interleaved({k: fn for k, (_, fn) in cases.items()}, reps, warmup)
+    return {k: {"times": times[k], "vs_numpy": paired_ratio(times[k], times["numpy"]),
+                "cpu_per_wall": CPU_PER_WALL.get(k)} for k in cases}
+
+
+def timing_note(rounds):
+    """How :func:`timed` measured, for the results."""
+    if not rounds:
+        return {"rounds": 0, "method": "all cases interleaved in this process"}
+    return {"rounds": rounds,
+            "method": f"{rounds} fresh processes per group (NumPy with gpuad; NumPy with each peer), cases "
+                      "interleaved within a process; ratio: median over the processes of each process's "
+                      "median per-repetition ratio"}
+
+
 def summarize(ts, scale=1.0):
     """Median, min and max of ``ts`` (seconds) times ``scale``."""
     v = [t * scale for t in ts]

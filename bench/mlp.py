@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import CPU_PER_WALL, paired_ratio, summarize, time_interleaved
+from .common import summarize, timed, timing_note
 
 FULL = {"sizes": (784, 1024, 1024, 10), "batch": 256}
 QUICK = {"sizes": (784, 128, 128, 10), "batch": 32}
@@ -167,26 +167,33 @@ def check(ref, got, rtol=2e-3, atol=1e-5):
                for a, b in zip(g0, g1))
 
 
-def run(cfg, peers, reps, warmup):
-    sizes, batch = cfg["sizes"], cfg["batch"]
-    params, x, y = setup(sizes, batch)
+def make_cases(cfg, peers):
+    """``{name: (label, step)}``: hand-written NumPy, gpuad and the peers' steps on one set of arrays."""
+    params, x, y = setup(cfg["sizes"], cfg["batch"])
     step = gpuad_step_fn()
-    ref = numpy_step(params, x, y)
     cases = {"numpy": ("hand-written NumPy", lambda: numpy_step(params, x, y)),
              "gpuad": ("gpuad.value_and_grad", lambda: step(params, x, y))}
     cases.update(peer_steps(peers, params, x, y))
+    return cases
+
+
+def run(cfg, peers, reps, warmup, rounds=0):
+    """The MLP workload; ``rounds > 0`` times it in fresh processes (see :mod:`bench.rounds`)."""
+    cases = make_cases(cfg, peers)
+    ref = cases["numpy"][1]()
     agrees = {}
     for k, (_, fn) in cases.items():
         loss, g = fn()
         if k == "gpuad":
             g = [np.asarray(v) for v in g]
         agrees[k] = bool(check(ref, (loss, g)))
-    times = time_interleaved({k: fn for k, (_, fn) in cases.items()}, reps, warmup)
+    timing = timed(cases, "mlp", cfg, reps, warmup, rounds)
     rows = {}
     for k, (label, _) in cases.items():
-        rows[k] = {"label": label, "ms": summarize(times[k], 1e3), "agrees": agrees[k],
-                   "vs_numpy": paired_ratio(times[k], times["numpy"]), "cpu_per_wall": CPU_PER_WALL.get(k)}
+        t = timing[k]
+        rows[k] = {"label": label, "ms": summarize(t["times"], 1e3), "agrees": agrees[k],
+                   "vs_numpy": t["vs_numpy"], "cpu_per_wall": t["cpu_per_wall"]}
     return {"benchmark": "mlp", "unit": "ms per step",
-            "workload": {"sizes": list(sizes), "batch": batch, "dtype": "float32",
+            "workload": {"sizes": list(cfg["sizes"]), "batch": cfg["batch"], "dtype": "float32",
                          "loss": "mean softmax cross-entropy, ReLU hidden layers"},
-            "results": rows}
+            "timing": timing_note(rounds), "results": rows}

@@ -79,9 +79,24 @@ def _agrees(r):
     return "" if a is None else ("yes" if a else "**NO**")
 
 
+def _timing_text(res):
+    """One sentence on how the step table was timed (fresh-process rounds or one process)."""
+    t = res.get("timing") or {}
+    n = t.get("rounds", 0)
+    if not n:
+        return "Timing: all cases interleaved in one process; × NumPy is the median per-repetition ratio."
+    return (f"Timing (`bench/rounds.py`): {n} fresh processes per group of cases (hand-written NumPy with "
+            "gpuad; hand-written NumPy with each peer on its own), the group's cases interleaved within a "
+            "process; × NumPy is the median over the processes of each one's median per-repetition ratio, "
+            "and the range column gives the lowest and highest of those.")
+
+
 def _step_table(res, memory=False):
+    rounds = bool((res.get("timing") or {}).get("rounds"))
     head = "| case | ms median | min | max | × NumPy (median) | × NumPy (of min) |"
     rule = "|---|---:|---:|---:|---:|---:|"
+    if rounds:
+        head, rule = head + " × NumPy range over processes |", rule + "---:|"
     if memory:
         head, rule = head + " peak extra MiB (tracemalloc) | peak extra MiB (RSS) |", rule + "---:|---:|"
     lines = [head + " CPU/wall | grads agree |", rule + "---:|---|"]
@@ -89,6 +104,8 @@ def _step_table(res, memory=False):
         ms, v = r["ms"], r["vs_numpy"]
         line = (f"| {r['label']} (`{k}`) | {ms['median']:.2f} | {ms['min']:.2f} | {ms['max']:.2f} | "
                 f"×{v['median']:.3f} | ×{v['of_min']:.3f} |")
+        if rounds:
+            line += f" {v['min']:.3f}–{v['max']:.3f} |"
         if memory:
             line += f" {_f(r.get('peak_extra_MiB'), '{:.1f}')} | {_f(r.get('peak_extra_rss_MiB'), '{:.1f}')} |"
         lines.append(line + f" {_f(r.get('cpu_per_wall'))} | {_agrees(r)} |")
@@ -138,11 +155,12 @@ def markdown(out):
     if "mlp" in w:
         wl = w["mlp"]["workload"]
         md += [f"### 1. MLP step {'-'.join(map(str, wl['sizes']))}, batch {wl['batch']}, float32",
-               "", *_step_table(w["mlp"]), "", f"Loss: {wl['loss']}.", ""]
+               "", *_step_table(w["mlp"]), "", f"Loss: {wl['loss']}. {_timing_text(w['mlp'])}", ""]
     if "tanh" in w:
         wl = w["tanh"]["workload"]
         md += [f"### 2. {wl['layers']}-layer tanh net, width {wl['width']}, batch {wl['batch']}, float32", "",
                *_step_table(w["tanh"], memory=True), "",
+               f"{_timing_text(w['tanh'])} "
                f"Gradients alone: {wl['gradients_MiB']:.1f} MiB; saved activations: {wl['activations_MiB']:.1f} MiB. "
                "Peak extra memory: tracemalloc peak of one step above the level before it (the returned "
                "gradients included; torch and jax allocate outside tracemalloc's view: —), and as a "

@@ -20,7 +20,7 @@ import tracemalloc
 
 import numpy as np
 
-from .common import CPU_PER_WALL, paired_ratio, summarize, time_interleaved
+from .common import summarize, timed, timing_note
 from .mlp import check
 
 FULL = {"layers": 100, "width": 512, "batch": 128}
@@ -168,13 +168,20 @@ def peak_extra_bytes(fn, repeats=2):
     return best
 
 
-def run(cfg, peers, reps, warmup, memory=True):
+def make_cases(cfg, peers):
+    """``{name: (label, step)}``: hand-written NumPy, gpuad and the peers' steps on one set of arrays."""
     params, x = setup(cfg["layers"], cfg["width"], cfg["batch"])
     step = gpuad_step_fn()
-    ref = numpy_step(params, x)
     cases = {"numpy": ("hand-written NumPy", lambda: numpy_step(params, x)),
              "gpuad": ("gpuad.value_and_grad", lambda: step(params, x))}
     cases.update(peer_steps(peers, params, x))
+    return cases
+
+
+def run(cfg, peers, reps, warmup, memory=True, rounds=0):
+    """The tanh workload; ``rounds > 0`` times it in fresh processes (see :mod:`bench.rounds`)."""
+    cases = make_cases(cfg, peers)
+    ref = cases["numpy"][1]()
     agrees = {}
     for k, (_, fn) in cases.items():
         loss, g = fn()
@@ -187,18 +194,18 @@ def run(cfg, peers, reps, warmup, memory=True):
 
         if rss.supported():
             mem_rss = rss.measure(list(cases), cfg)
-    times = time_interleaved({k: fn for k, (_, fn) in cases.items()}, reps, warmup)
+    timing = timed(cases, "tanh", cfg, reps, warmup, rounds)
     rows = {}
     for k, (label, _) in cases.items():
-        rows[k] = {"label": label, "ms": summarize(times[k], 1e3), "agrees": agrees[k],
-                   "vs_numpy": paired_ratio(times[k], times["numpy"]),
-                   "cpu_per_wall": CPU_PER_WALL.get(k),
+        t = timing[k]
+        rows[k] = {"label": label, "ms": summarize(t["times"], 1e3), "agrees": agrees[k],
+                   "vs_numpy": t["vs_numpy"], "cpu_per_wall": t["cpu_per_wall"],
                    "peak_extra_MiB": mem.get(k), "peak_extra_rss_MiB": mem_rss.get(k)}
-    grad_bytes = sum(p.nbytes for p in params)
+    grad_bytes = cfg["layers"] * (cfg["width"] + 1) * cfg["width"] * 4
     act_bytes = cfg["layers"] * cfg["batch"] * cfg["width"] * 4
     return {"benchmark": "tanh", "unit": "ms per step",
             "workload": dict(cfg, dtype="float32", loss="sum(h_out**2) / batch",
                              gradients_MiB=grad_bytes / MiB, activations_MiB=act_bytes / MiB,
                              memory_method="tracemalloc peak above the level before the step; "
                                            "RSS high-water mark above RSS before the step, fresh process"),
-            "results": rows}
+            "timing": timing_note(rounds), "results": rows}
