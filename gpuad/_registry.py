@@ -287,10 +287,11 @@ def explain_failure(prim, args, params, exc):
     described = "; ".join(f"argument {i}: {_describe_arg(a)}" for i, a in enumerate(args))
     if params:
         described += "; " + ", ".join(f"{k}={_describe_param(v)}" for k, v in params.items())
+    name = prim.name.removesuffix("_nondiff")  # the op the user called (astype_nondiff: astype)
     text = str(exc)
-    if text.startswith(prim.name + ":"):  # NumPy's gufuncs name themselves ("matmul: Input operand ...")
-        text = text[len(prim.name) + 1:].lstrip()
-    reraise_as(exc, f"{prim.name}: {text} ({described})")
+    if text.startswith(name + ":"):  # NumPy's gufuncs name themselves ("matmul: Input operand ...")
+        text = text[len(name) + 1:].lstrip()
+    reraise_as(exc, f"{name}: {text} ({described})")
 
 
 def reraise_as(exc, msg):

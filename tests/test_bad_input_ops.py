@@ -311,3 +311,8 @@ def test_custom_decorator_misuse():
     f = _doubler(lambda res, g: (g * 2.0,))
     with pytest.raises(TypeError, match=r"custom_vjp\(f\): keyword arguments are not supported \(got x\)"):
         f(x=np.ones(2))
+
+
+def test_a_non_differentiable_variant_is_reported_under_the_op_called():
+    with pytest.raises(TypeError, match=r"^astype: dtype 'float7' has no equivalent"):
+        gpuad.xp.astype(np.ones(3), "float7")
