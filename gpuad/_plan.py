@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import _schedules as S
+from ._args import int_or_none
 
 __all__ = ["plan_checkpoints", "ScheduleReport", "STRATEGIES"]
 
@@ -112,14 +113,15 @@ def plan_checkpoints(steps, *, strategy="auto", segments=None, snapshots=None, b
         (a ``ValueError``) when no schedule fits ``budget_bytes``; it gives
         the smallest feasible budget.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    l = int_or_none(steps)
+    if l is None or l < 1:
         raise ValueError(f"plan_checkpoints: steps must be a positive int, got {steps!r}")
-    l = steps
     if strategy not in STRATEGIES:
         raise ValueError(f"checkpoint_sequential: unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if budget_bytes is not None and (isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int)
-                                     or budget_bytes < 0):
-        raise ValueError(f"checkpoint_sequential: budget_bytes must be a non-negative int, got {budget_bytes!r}")
+    if budget_bytes is not None:
+        given, budget_bytes = budget_bytes, int_or_none(budget_bytes)
+        if budget_bytes is None or budget_bytes < 0:
+            raise ValueError(f"checkpoint_sequential: budget_bytes must be a non-negative int, got {given!r}")
     if profile is not None and not isinstance(profile, S.StepCost):
         raise TypeError(f"checkpoint_sequential: profile must be a StepCost (report.profile of an earlier run), "
                         f"got {type(profile).__name__}")
@@ -142,15 +144,15 @@ def plan_checkpoints(steps, *, strategy="auto", segments=None, snapshots=None, b
     if strategy == "none":
         acts = S.none_actions(l)
     elif strategy == "uniform":
-        k = _isqrt_segments(l) if segments is None else segments
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= l:
+        k = _isqrt_segments(l) if segments is None else int_or_none(segments)
+        if k is None or not 1 <= k <= l:
             raise ValueError(
                 f"checkpoint_sequential: segments must be an int in [1, {l}] for {l} steps, got {segments!r}")
         rep.segments = k
         acts = S.uniform_actions(l, k)
     elif strategy in ("revolve", "bisection"):
-        s = max(1, (l - 1).bit_length()) if snapshots is None else snapshots
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+        s = max(1, (l - 1).bit_length()) if snapshots is None else int_or_none(snapshots)
+        if s is None or s < 1:
             raise ValueError(
                 f"checkpoint_sequential: snapshots must be an int >= 1 (the input counts as one), got {snapshots!r}")
         rep.snapshots = s

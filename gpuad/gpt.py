@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import nn, random
 from . import xp as gxp
+from ._args import int_or_none
 from ._dtypes import dtype_name
 
 __all__ = ["GPTConfig", "GPT", "CHECKPOINT_MODES", "available_strategies", "sample"]
@@ -83,8 +84,10 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "context", "d_model", "n_layers", "n_heads", "mlp_ratio"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            n = int_or_none(v)
+            if n is None or n < 1:
                 raise ValueError(f"GPTConfig: {name} must be a positive int, got {v!r}")
+            object.__setattr__(self, name, n)  # a NumPy integer becomes an int (frozen or not)
         if self.d_model % self.n_heads:
             raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 

@@ -190,10 +190,10 @@ def warmup_cosine(peak, warmup_steps, total_steps, final_value=0.0, init_value=0
 def _schedule(lr, fname):
     if callable(lr):
         return lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr >= 0 and math.isfinite(lr)):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (lr >= 0 and math.isfinite(lr)):
         raise ValueError(f"{fname}: the learning rate must be a finite non-negative float or a schedule, "
                          f"got {lr!r}")
-    return constant(lr)
+    return constant(float(lr))  # NumPy scalars too (np.float32 is a numbers.Real, not a float)
 
 
 def _clip(clip_norm, fname):

@@ -35,6 +35,7 @@ import math
 import numbers
 import operator
 
+from ._args import int_or_none
 from ._backend import default_namespace, namespace_of
 from ._dtypes import dtype_in, dtype_name
 
@@ -117,8 +118,9 @@ def key(seed, *, like=None, device=None):
     -------
     uint32 array, shape ``(2,)``
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"random.key: seed must be an int, got {type(seed).__name__}: {seed!r}")
+    given, seed = seed, int_or_none(seed)
+    if seed is None:
+        raise TypeError(f"random.key: seed must be an int, got {type(given).__name__}: {given!r}")
     seed %= 1 << 64
     if like is not None:
         from ._core import full_unbox
@@ -155,8 +157,9 @@ def split(key, num=2):
         used again.
     """
     xp, k = _check_key(key, "split")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"random.split: num must be a positive int, got {num!r}")
+    given, num = num, int_or_none(num)
+    if num is None or num < 1:
+        raise ValueError(f"random.split: num must be a positive int, got {given!r}")
     y0, y1 = _counters(xp, k, _TAG_SPLIT, num)
     keys = xp.stack([y0, y1], axis=1)
     return tuple(keys[i, :] for i in range(num))
@@ -176,8 +179,9 @@ def fold_in(key, data):
     uint32 array, shape ``(2,)``
     """
     xp, k = _check_key(key, "fold_in")
-    if isinstance(data, bool) or not isinstance(data, int):
-        raise TypeError(f"random.fold_in: data must be an int, got {type(data).__name__}")
+    given, data = data, int_or_none(data)
+    if data is None:
+        raise TypeError(f"random.fold_in: data must be an int, got {type(given).__name__}")
     c = xp.asarray([data & _MASK32], dtype=xp.uint32, device=k.device)
     y0, y1 = threefry2x32(xp, k[0:1], k[1:2], xp.full_like(c, _TAG_FOLD), c)
     return xp.concat([y0, y1])

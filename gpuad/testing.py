@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from . import ops
+from ._args import int_or_none
 from ._core import full_unbox
 from ._dtypes import dtype_name, is_floating
 from ._tree import tree_flatten, tree_unflatten
@@ -69,8 +70,9 @@ def check_grads(f, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, ep
             raise ValueError(f"check_grads: unknown mode {m!r}; expected 'fwd' or 'rev'")
     if not modes:
         raise ValueError("check_grads: modes is empty; give 'fwd', 'rev' or both")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"check_grads: order must be a positive int, got {order!r}")
+    given, order = order, int_or_none(order)
+    if order is None or order < 1:
+        raise ValueError(f"check_grads: order must be a positive int, got {given!r}")
     if eps is None:
         eps = _EPS
     elif not eps > 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from .. import ops
+from .._args import int_or_none
 from ._checks import (
     _broadcast_shape, _need_broadcast_to, _need_eps, _need_ids_in_range, _need_ndim, _need_shape, _pair, _shape_of,
 )
@@ -357,8 +358,10 @@ def causal_self_attention(x, wqkv, wo, num_heads, bqkv=None, bo=None):
     """
     _need_ndim(x, 3, "causal_self_attention", "x", " (B, T, D)")
     bsz, t, d = x.shape
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+    heads = int_or_none(num_heads)
+    if heads is None or heads < 1:
         raise ValueError(f"causal_self_attention: num_heads must be a positive int, got {num_heads!r}")
+    num_heads = heads
     if d % num_heads:
         raise ValueError(f"causal_self_attention: model width {d} is not divisible by num_heads={num_heads}")
     if tuple(wqkv.shape) != (d, 3 * d):

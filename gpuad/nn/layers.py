@@ -18,6 +18,7 @@ Layers with state (:class:`BatchNorm`) keep it apart from the parameters:
 from __future__ import annotations
 
 from .. import random
+from .._args import int_or_none
 from . import functional as F
 from . import initializers as init
 
@@ -47,9 +48,10 @@ def _params(params, layer, required, optional=()):
 
 
 def _positive(v, name, cls):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    n = int_or_none(v)
+    if n is None or n < 1:
         raise ValueError(f"{cls}: {name} must be a positive int, got {v!r}")
-    return v
+    return n
 
 
 class Linear(_Layer):
