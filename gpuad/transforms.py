@@ -26,6 +26,8 @@ def _describe(x):
 
 def _check_matches(c, v, what, of, fname):
     """``ValueError`` (``TypeError`` for a non-array) unless ``c`` has ``v``'s shape, dtype, library and device."""
+    if type(c) is type(v) and c.shape == v.shape and c.dtype == v.dtype and c.device == v.device:
+        return  # the common case, decided without a namespace lookup
     if not hasattr(c, "shape") or not hasattr(c, "dtype"):
         raise TypeError(f"{fname}: {what} is a {type(c).__name__}, not an array; {of} has {_describe(v)}")
     try:  # the same library and device (both errors name the two arrays)
