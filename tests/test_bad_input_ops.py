@@ -316,3 +316,24 @@ def test_custom_decorator_misuse():
 def test_a_non_differentiable_variant_is_reported_under_the_op_called():
     with pytest.raises(TypeError, match=r"^astype: dtype 'float7' has no equivalent"):
         gpuad.xp.astype(np.ones(3), "float7")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: xp.sum([1.0, 2.0]), r"^sum: argument 0 must be an array, got list \[1\.0, 2\.0\]; convert it with "
+                                 r"xp\.asarray"),
+    (lambda: xp.reshape((1, 2), (2,)), r"^reshape: argument 0 must be an array, got tuple"),
+    (lambda: xp.mean(None), r"^mean: argument 0 must be an array, got NoneType"),
+    (lambda: xp.tensordot(np.ones(2), [1.0, 2.0], axes=1), r"^tensordot: argument 1 must be an array, got list"),
+    (lambda: xp.linalg.vecdot(np.ones(2), [1.0, 2.0]), r"^vecdot: argument 1 must be an array, got list"),
+    (lambda: xp.zeros_like(3.0), r"^zeros_like: argument 0 must be an array, got float"),
+])
+def test_a_non_array_argument_names_the_function(call, match):
+    # NOTE [non-array arguments] in gpuad/xp/__init__.py
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_the_wrapped_functions_are_gpuad_xp_s_own_everywhere():
+    assert xp.tensordot is xp.linalg.tensordot and xp.vecdot is xp.linalg.vecdot
+    assert xp.sum.__doc__ == gpuad.ops.sum.__doc__ and xp.sum.__name__ == "sum"
+    assert float(xp.sum(np.ones(3))) == 3.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys as _sys
+
 from .. import ops as _ops
 
 _NAMES = (
@@ -10,7 +12,13 @@ _NAMES = (
     "svd", "svdvals", "tensordot", "trace", "vecdot", "vector_norm", "norm",
 )
 
+# Names shared with gpuad.xp (tensordot, vecdot, matmul, ...) are gpuad.xp's own
+# objects, so that ``xp.tensordot is xp.linalg.tensordot`` (NOTE [non-array arguments]).
+_parent = _sys.modules[__package__]
+
 for _name in _NAMES:
     _f = getattr(_ops, "linalg_" + _name, None) or getattr(_ops, _name, None)
+    if _f is not None and _f is getattr(_ops, _name, None):  # the same op as gpuad.xp's: take that object
+        _f = getattr(_parent, _name, _f)
     if _f is not None:
         globals()[_name] = _f
