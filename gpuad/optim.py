@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from typing import Callable, NamedTuple
 
 from . import ops
+from ._args import int_or_none
 from ._registry import deffused
 from ._tree import tree_flatten, tree_map, tree_unflatten
 
@@ -75,10 +75,7 @@ def _real(v, fname, name, *, lo=None, lo_open=False, hi=None, hi_open=False):
 
 
 def _steps(v, fname, name, minimum):
-    try:
-        n = operator.index(v) if not isinstance(v, bool) else None
-    except TypeError:
-        n = None
+    n = int_or_none(v)
     if n is None or n < minimum:
         raise ValueError(f"{fname}: {name} must be an int >= {minimum}, got {v!r}")
     return n

@@ -190,12 +190,10 @@ def fold_in(key, data):
 # --- samples -------------------------------------------------------------------------
 def _int(v, fname, name):
     """``v`` as an int (Python or NumPy integer), else a ``TypeError`` naming it; never truncates a float."""
-    try:
-        if isinstance(v, bool):
-            raise TypeError
-        return operator.index(v)
-    except TypeError:
-        raise TypeError(f"random.{fname}: {name} must be an int, got {type(v).__name__}: {v!r}") from None
+    n = int_or_none(v)
+    if n is None:
+        raise TypeError(f"random.{fname}: {name} must be an int, got {type(v).__name__}: {v!r}")
+    return n
 
 
 def _finite(fname, **values):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import operator
-
+from .._args import int_or_none
 from .._registry import deflinear
 
 __all__ = ["tril", "triu"]
@@ -15,11 +14,11 @@ triu_p = deflinear("triu", lambda xp, x, *, k: xp.triu(x, k=k), vjp=(lambda g, a
 
 
 def _offset(k, name, arg):
-    """``k`` as an int (``operator.index``: a float is refused, not truncated)."""
-    try:
-        return operator.index(k)
-    except TypeError:
-        raise TypeError(f"{name}: {arg} must be an int, got {type(k).__name__} {k!r}") from None
+    """``k`` as an int (Python or NumPy integer): a float (or a bool) is refused, not truncated."""
+    n = int_or_none(k)
+    if n is None:
+        raise TypeError(f"{name}: {arg} must be an int, got {type(k).__name__} {k!r}")
+    return n
 
 
 def _tri_check(x, name):
