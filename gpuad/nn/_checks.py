@@ -9,6 +9,7 @@ integer ids where that costs no device synchronisation.
 from __future__ import annotations
 
 import math
+import numbers
 
 
 def _pair(v, name, fname):
@@ -54,7 +55,8 @@ def _need_broadcast_to(a, shape, fname, what, target="x"):
 
 
 def _need_eps(eps, fname):
-    if isinstance(eps, (int, float)) and not (eps >= 0 and math.isfinite(eps)):
+    """A Python or NumPy real ``eps`` must be finite and >= 0 (an array is left to broadcasting)."""
+    if isinstance(eps, numbers.Real) and not (eps >= 0 and math.isfinite(eps)):
         raise ValueError(f"{fname}: eps must be a finite number >= 0, got {eps!r}")
 
 
