@@ -42,3 +42,14 @@ def test_floats_are_refused_by_name(call, match):
     k = random.key(0, like=np.zeros(1))
     with pytest.raises((TypeError, ValueError), match=match):
         call(k)
+
+
+def test_roll_and_tile_take_numpy_integers():
+    from gpuad import xp
+
+    x = np.arange(4)
+    np.testing.assert_array_equal(xp.roll(x, np.int64(1)), np.roll(x, 1))
+    np.testing.assert_array_equal(xp.roll(x, np.int32(1), axis=np.int64(0)), np.roll(x, 1, axis=0))
+    np.testing.assert_array_equal(xp.tile(x, np.int64(2)), np.tile(x, 2))
+    with pytest.raises(ValueError, match="roll: shift must be an int when axis is None, got 1.5"):
+        xp.roll(x, 1.5)

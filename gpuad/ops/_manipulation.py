@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 
+from .._args import int_or_none
 from .._core import full_unbox
 from .._registry import deflinear, defnondiff, defop
 
@@ -290,14 +291,15 @@ def roll(x, /, shift, *, axis=None):
     array, shape ``S``
     """
     if axis is None:
-        if not isinstance(shift, int):
+        one = int_or_none(shift)
+        if one is None:
             raise ValueError(f"roll: shift must be an int when axis is None, got {shift!r}")
-        return roll_p(x, shift=int(shift), axis=None)
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        return roll_p(x, shift=one, axis=None)
+    axes = (axis,) if int_or_none(axis) is not None else tuple(axis)
     axes = tuple(normalize_axis(a, x.ndim, "roll") for a in axes)
-    try:  # operator.index: a float shift is refused, not truncated
-        shift = (operator.index(shift),) * len(axes) if isinstance(shift, int) else \
-            tuple(operator.index(s) for s in shift)
+    try:  # operator.index: a float shift is refused, not truncated; a NumPy integer is an int
+        one = int_or_none(shift)
+        shift = (one,) * len(axes) if one is not None else tuple(operator.index(s) for s in shift)
     except TypeError:
         raise TypeError(f"roll: shift must be an int or a tuple of ints, got {shift!r}") from None
     if len(shift) != len(axes):
@@ -320,9 +322,9 @@ def tile(x, repetitions, /):
     -------
     array, shape ``(r0 * s0, r1 * s1, ...)``
     """
-    try:  # operator.index: a float repetition is refused, not truncated
-        reps = (operator.index(repetitions),) if isinstance(repetitions, int) else \
-            tuple(operator.index(r) for r in repetitions)
+    try:  # operator.index: a float repetition is refused, not truncated; a NumPy integer is an int
+        one = int_or_none(repetitions)
+        reps = (one,) if one is not None else tuple(operator.index(r) for r in repetitions)
     except TypeError:
         raise TypeError(f"tile: repetitions must be a tuple of ints, got {repetitions!r}") from None
     if any(r < 0 for r in reps):
