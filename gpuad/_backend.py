@@ -164,6 +164,14 @@ def _attach_backend(ns):
             return
 
 
+def single_device(ns):
+    """Whether every array of namespace ``ns`` lives on one device (its backend says ``SINGLE_DEVICE``).
+
+    Only namespaces already seen by :func:`namespace_of` are known; others answer False.
+    """
+    return ns in _single_device
+
+
 def host_readable(x):
     """Whether reading ``x``'s values (a ``min``, a comparison) costs no device synchronisation.
 

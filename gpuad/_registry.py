@@ -23,7 +23,7 @@ are static (axes, keys, flags).
 
 from __future__ import annotations
 
-from ._backend import _single_device, namespace_of
+from ._backend import namespace_of, single_device
 from ._core import Tracer, bind, full_unbox
 
 __all__ = [
@@ -60,7 +60,7 @@ def dispatch_namespace(args, opname):
     xp = namespace_of(args, opname)
     if 1 <= len(args) <= 2:
         arrays = sum(1 for a in args if hasattr(a, "shape"))
-        if arrays == 1 or (arrays == 2 and xp in _single_device):
+        if arrays == 1 or (arrays == 2 and single_device(xp)):
             _ns_memo[type(args[0]) if len(args) == 1 else (type(args[0]), type(args[1]))] = xp
     return xp
 
