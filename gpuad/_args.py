@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 
-__all__ = ["int_or_none"]
+__all__ = ["int_or_none", "short_repr"]
 
 
 def int_or_none(v):
@@ -20,3 +20,9 @@ def int_or_none(v):
         return operator.index(v)
     except TypeError:
         return None
+
+
+def short_repr(v, limit=60):
+    """``repr(v)``, cut to ``limit`` characters (ending in ``...``) for error messages."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + "..."

@@ -23,6 +23,7 @@ are static (axes, keys, flags).
 
 from __future__ import annotations
 
+from ._args import short_repr
 from ._backend import namespace_of, single_device
 from ._core import Tracer, bind, full_unbox
 
@@ -263,8 +264,7 @@ def _describe_arg(a):
         except Exception:  # noqa: BLE001 - a description must not fail the error it explains
             dev = "?"
         return f"{type(a).__module__.split('.')[0]} array of shape {tuple(a.shape)} and dtype {a.dtype} on {dev}"
-    r = repr(a)
-    return f"{type(a).__name__} {r if len(r) <= 60 else r[:57] + '...'}"
+    return f"{type(a).__name__} {short_repr(a)}"
 
 
 def _describe_param(v):
@@ -272,8 +272,7 @@ def _describe_param(v):
         return f"<array of shape {tuple(v.shape)} and dtype {v.dtype}>"
     if isinstance(v, tuple):
         return "(" + ", ".join(_describe_param(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
+    return short_repr(v)
 
 
 def explain_failure(prim, args, params, exc):

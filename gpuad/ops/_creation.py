@@ -7,6 +7,7 @@ else the default backend.
 
 from __future__ import annotations
 
+from .._args import short_repr
 from .._backend import default_namespace, namespace_of
 from .._core import full_unbox
 from .._dtypes import dtype_in
@@ -54,8 +55,7 @@ def _failed(name, exc, **args):
 
 
 def _short(obj):
-    r = repr(obj)
-    return _Described(r if len(r) <= 60 else r[:57] + "...")
+    return _Described(short_repr(obj))
 
 
 def _kw(xp, dtype, device):

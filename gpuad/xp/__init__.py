@@ -17,6 +17,7 @@ import functools as _functools
 import math as _math
 
 from .. import ops as _ops
+from .._args import short_repr as _short_repr
 from .._ops_names import STANDARD_NAMES as _STANDARD_NAMES
 
 __array_api_version__ = "2024.12"
@@ -53,10 +54,8 @@ _ARRAY_ARGS = {
 def _non_array_error(name, args, n, exc):
     for i, a in enumerate(args[:n]):
         if not (hasattr(a, "shape") and hasattr(a, "dtype")):
-            r = repr(a)
             raise TypeError(f"{name}: argument {i} must be an array, got {type(a).__name__} "
-                            f"{r if len(r) <= 60 else r[:57] + '...'}; convert it with xp.asarray(...) "
-                            "first") from exc
+                            f"{_short_repr(a)}; convert it with xp.asarray(...) first") from exc
 
 
 def _explaining(fn, name, n):
