@@ -87,8 +87,7 @@ def _need_ids_in_range(ids, n, fname, what, bound):
 
 def _need_ndim(x, nd, fname, what="x", layout=""):
     if getattr(x, "ndim", None) != nd:
-        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"{fname}: {what} must be {nd}-D{layout}, got shape {shape}")
+        raise ValueError(f"{fname}: {what} must be {nd}-D{layout}, got shape {_shape_of(x)}")
 
 
 # --- linear -------------------------------------------------------------------------
