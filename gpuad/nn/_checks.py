@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 import numbers
 
+from .._backend import host_readable
+from .._core import full_unbox
+from .._dtypes import dtype_name, is_integral
+
 
 def _pair(v, name, fname):
     if isinstance(v, int) and not isinstance(v, bool):
@@ -68,10 +72,6 @@ def _need_ids_in_range(ids, n, fname, what, bound):
     :func:`gpuad._backend.host_readable`).  On a GPU the check would need a
     synchronisation per call, so device arrays are not checked there.
     """
-    from .._backend import host_readable
-    from .._core import full_unbox
-    from .._dtypes import dtype_name, is_integral
-
     raw = full_unbox(ids)
     dt = getattr(raw, "dtype", None)
     if dt is None or not is_integral(dt) or dtype_name(dt) == "bool":
