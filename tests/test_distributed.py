@@ -100,11 +100,28 @@ class InPlace(distributed.Communicator):
         return [value, value]
 
 
-def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch):
+class InPlaceKept(InPlace):
+    """:class:`InPlace` with the kept-bucket fast path (as MPI has); ``kept_calls`` counts its uses."""
+
+    kept_calls = 0
+
+    def _sum_kept_(self, op, plan):
+        wd = self._arm(op, plan, plan.all_buckets)
+        try:
+            for b in plan.kept:
+                b *= 2
+            self.kept_calls += 1
+        finally:
+            if wd is not None:
+                wd.disarm()
+
+
+@pytest.mark.parametrize("transport", [InPlace, InPlaceKept])
+def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch, transport):
     made = []
     original = BucketPlan.empty
     monkeypatch.setattr(BucketPlan, "empty", lambda self: made.append(1) or original(self))
-    comm = InPlace(0, 2, timeout=None)
+    comm = transport(0, 2, timeout=None)
     tree = {"a": np.arange(6.0), "b": np.ones(3)}
     first = comm.allreduce_mean(tree)
     view = first["a"][2:]          # a view of a view of the bucket outlives the result
@@ -184,8 +201,9 @@ def test_plan_cache_tells_structures_shapes_and_dtypes_apart():
     assert comm.checks == 6
 
 
-def test_results_never_alias_buckets_a_later_call_refills():
-    comm = InPlace(0, 2, timeout=None)
+@pytest.mark.parametrize("transport", [InPlace, InPlaceKept])
+def test_results_never_alias_buckets_a_later_call_refills(transport):
+    comm = transport(0, 2, timeout=None)
     first = comm.allreduce_mean(_grads(1.0))
     second = comm.allreduce_mean(_grads(2.0))        # ``first`` is held: fresh buckets
     third = comm.allreduce_mean(_grads(3.0))         # compiled path, both held: fresh again
@@ -204,6 +222,63 @@ def test_results_never_alias_buckets_a_later_call_refills():
     assert b[0]["w"].__array_interface__["data"][0] == addr
     np.testing.assert_array_equal(b[0]["w"], 5.0)
     np.testing.assert_array_equal(third[0]["w"], 3.0)  # still held, never touched
+
+
+def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free():
+    fast, general = InPlaceKept(0, 2, timeout=600), InPlace(0, 2, timeout=600)
+
+    def check(got, want):
+        for a, b in zip(distributed._comm.tree_flatten(got)[0], distributed._comm.tree_flatten(want)[0]):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype and a.shape == b.shape
+        assert distributed._comm.tree_flatten(got)[1] == distributed._comm.tree_flatten(want)[1]
+
+    taken = []
+    for k in range(1, 6):  # results dropped after each call
+        before = fast.kept_calls
+        check(fast.allreduce_mean(_grads(k), weight=0.25 * k), general.allreduce_mean(_grads(k), weight=0.25 * k))
+        check(fast.allreduce_sum(_grads(k)), general.allreduce_sum(_grads(k)))
+        taken.append(fast.kept_calls - before)
+    # the first mean plans and the first sum compiles the structure (they share both); then all are fast
+    assert taken == [0, 2, 2, 2, 2]
+    held = fast.allreduce_mean(_grads(7.0))           # fast, and its result holds the kept bucket
+    again = fast.allreduce_mean(_grads(8.0))          # so this one packs into fresh memory
+    assert fast.kept_calls == 9
+    assert not np.shares_memory(held[0]["w"], again[0]["w"])
+    np.testing.assert_array_equal(held[0]["w"], 7.0)
+    np.testing.assert_array_equal(again[0]["w"], 8.0)
+    del held
+    fast.allreduce_sum(_grads(1.0))                   # ``again``'s buckets are kept now, and held
+    assert fast.kept_calls == 9
+    del again
+    np.testing.assert_array_equal(fast.allreduce_sum(_grads(2.0))[1]["w"], 12.0)
+    assert fast.kept_calls == 10
+    assert fast.collective_calls == general.collective_calls + 4  # one bucket per call either way
+
+
+def test_kept_bucket_fast_path_arms_the_watchdog(capsys):
+    aborted = threading.Event()
+
+    class Stuck(InPlaceKept):
+        backend = "stuck"
+
+        def _sum_kept_(self, op, plan):
+            wd = self._arm(op, plan, plan.all_buckets)
+            aborted.wait(10)  # a peer that never answers
+            wd.disarm()
+
+        def abort(self, code=1):
+            aborted.set()
+
+    comm = Stuck(0, 2, timeout=0.3)
+    comm.allreduce_sum({"g": np.ones(3)})
+    comm.allreduce_sum({"g": np.ones(3)})  # compiled now; the next call takes the fast path
+    assert not aborted.is_set()
+    t0 = time.monotonic()
+    comm.allreduce_sum({"g": np.ones(3)})
+    assert aborted.is_set() and time.monotonic() - t0 < 5
+    assert ("rank 0 of 2 (stuck): allreduce_sum of bucket 1/1 (float64, 3 elements) "
+            "did not complete within 0.3 s") in capsys.readouterr().err
 
 
 def test_compiled_path_splits_leaves_across_buckets_and_changes_weights():
@@ -631,6 +706,13 @@ COLLECTIVES = """
                     and total["i"].dtype == np.int32),
         "bcast": bool(np.array_equal(bc["w"], trees[1]["w"]) and np.array_equal(bc["b"], trees[1]["b"])),
     }
+    used = []  # the kept-bucket fast path: taken once a structure is compiled and its buckets are free
+    kept = comm._sum_kept_
+    comm._sum_kept_ = lambda op, plan: used.append(op) or kept(op, plan)
+    del mean, again
+    want = sum(u["w"] for u in trees) / comm.size
+    ok["fast"] = (all(bool(np.allclose(comm.allreduce_mean(t)["w"], want)) for _ in range(3))
+                  and len(used) == (3 if float(sys.argv[1]) >= 1 else 0))  # split leaves: general path
     rows = comm.mpi_comm.gather({"rank": r, "size": comm.size, "kind": comm.backend, "ok": ok,
                                  "calls": comm.collective_calls})
     if r == 0:
@@ -649,8 +731,8 @@ def test_mpi_collectives(tmp_path, bucket_mb):
         assert row["size"] == 2 and row["kind"] == "mpi"
         assert all(row["ok"].values()), row
     calls = rows[0]["calls"]
-    # 25 MB: 4 x float32, float64, complex64 (mean) + int32 (sum) + 3 (broadcast) buckets
-    assert calls == 16 if bucket_mb == "25" else calls > 16
+    # 25 MB: 7 x float32, float64, complex64 (mean) + int32 (sum) + 3 (broadcast) buckets
+    assert calls == 25 if bucket_mb == "25" else calls > 25
 
 
 EQUIVALENCE = """

@@ -157,6 +157,8 @@ class BucketPlan:
         for b, (g, _, _) in enumerate(self.buckets):
             by_group.setdefault(g, []).append(b)
         self.by_group = list(by_group.items())
+        #: Every bucket's index (what a collective over the kept buckets names on a timeout).
+        self.all_buckets = tuple(range(len(self.buckets)))
         # Reference counts only mean "nobody else holds this" under CPython.
         self._reuse = (sys.implementation.name == "cpython"
                        and all(getattr(grp[3], "REUSABLE_BUCKETS", False) for grp in self.groups))
@@ -242,30 +244,57 @@ class BucketPlan:
         ``plain=True`` says no leaf is a :class:`Tracer` (nothing to unbox).
         """
         bufs = self.buffers()
-        views = self._views  # set with the kept buckets, which ``bufs`` then are
-        if views is not None:
-            np = self._numpy
-            if not plain:
-                leaves = [full_unbox(x) if isinstance(x, Tracer) else x for x in leaves]
-            if scale == 1:
-                copyto = np.copyto
-                for x, v, op in zip(leaves, views, self._ops):
-                    if v is not None:
-                        copyto(v, x)
-                    elif op is not None:
-                        self._pack_leaf(bufs, x, op, scale)
-            else:
-                multiply = np.multiply
-                for x, v, s, op in zip(leaves, views, self._leaf_scales(scale), self._ops):
-                    if v is not None:
-                        multiply(x, s, out=v)
-                    elif op is not None:
-                        self._pack_leaf(bufs, x, op, scale)
+        if self._views is not None:  # set with the kept buckets, which ``bufs`` then are
+            self._pack_views(bufs, leaves, scale, plain)
             return bufs
         for x, op in zip(leaves, self._ops):
             if op is not None:
                 self._pack_leaf(bufs, x, op, scale)
         return bufs
+
+    def pack_kept(self, leaves, scale=1, plain=False):
+        """Pack into the kept buckets (:attr:`kept`) if nothing else refers to them; True if it did.
+
+        The fast path of a collective on a compiled structure: no bucket list
+        is made and nothing is allocated.  False (nothing touched) off
+        NumPy's fast path or while an earlier result still holds the buckets;
+        the caller then uses :meth:`pack`.
+        """
+        pool = self._pool
+        if self._views is None or self._refcounts(pool) != self._pool_refs:
+            return False
+        self._pack_views(pool, leaves, scale, plain)
+        return True
+
+    @property
+    def kept(self):
+        """The kept buckets (NumPy's fast path), or None before the first :meth:`buffers`."""
+        return self._pool
+
+    @property
+    def views(self):
+        """Per leaf, the plan's shaped view of its kept bucket (None: size 0 or split), or None."""
+        return self._views
+
+    def _pack_views(self, bufs, leaves, scale, plain):
+        np = self._numpy
+        views = self._views
+        if not plain:
+            leaves = [full_unbox(x) if isinstance(x, Tracer) else x for x in leaves]
+        if scale == 1:
+            copyto = np.copyto
+            for x, v, op in zip(leaves, views, self._ops):
+                if v is not None:
+                    copyto(v, x)
+                elif op is not None:
+                    self._pack_leaf(bufs, x, op, scale)
+        else:
+            multiply = np.multiply
+            for x, v, s, op in zip(leaves, views, self._leaf_scales(scale), self._ops):
+                if v is not None:
+                    multiply(x, s, out=v)
+                elif op is not None:
+                    self._pack_leaf(bufs, x, op, scale)
 
     @staticmethod
     def _pack_leaf(bufs, x, op, scale):

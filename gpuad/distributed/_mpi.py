@@ -133,6 +133,18 @@ class MPICommunicator(Communicator):
                 out.append(b)
         return out
 
+    def _sum_kept_(self, op, plan):
+        # The kept buckets are NumPy arrays the plan allocated (C-contiguous, writeable): what
+        # ``comm_buffer`` checks per call on the general path holds by construction.
+        Allreduce, IN_PLACE, SUM = self._comm.Allreduce, self._MPI.IN_PLACE, self._MPI.SUM
+        wd = self._arm(op, plan, plan.all_buckets)
+        try:
+            for b in plan.kept:
+                Allreduce(IN_PLACE, b, op=SUM)
+        finally:
+            if wd is not None:
+                wd.disarm()
+
     def _bcast_(self, group, bufs, root):
         mod = group[3]
         out = []
