@@ -171,6 +171,7 @@ class BucketPlan:
 
             self._numpy = numpy
         self._views = None
+        self._all_views = False
         self._scale = None      # the scale of the last pack, and per leaf that scale as a 0-d array
         self._scales = None
         #: Per leaf, where NumPy's fast path takes it from when unpacking kept buckets: ``"view"``
@@ -215,6 +216,7 @@ class BucketPlan:
         if self._reuse:
             self._pool = bufs
             self._views = self._leaf_views(bufs) if self._numpy is not None else None
+            self._all_views = self._views is not None and all(v is not None for v in self._views)
             # the baseline: the plan's own views only (a view's ``base`` is the bucket itself)
             self._pool_refs = self._refcounts(bufs)
         return list(bufs)
@@ -281,6 +283,16 @@ class BucketPlan:
         views = self._views
         if not plain:
             leaves = [full_unbox(x) if isinstance(x, Tracer) else x for x in leaves]
+        if self._all_views:  # every leaf has its view: one ufunc call each, nothing to test
+            if scale == 1:
+                copyto = np.copyto
+                for x, v in zip(leaves, views):
+                    copyto(v, x)
+            else:
+                multiply = np.multiply
+                for x, v, s in zip(leaves, views, self._leaf_scales(scale)):
+                    multiply(x, s, out=v)
+            return
         if scale == 1:
             copyto = np.copyto
             for x, v, op in zip(leaves, views, self._ops):

@@ -74,6 +74,7 @@ class MPICommunicator(Communicator):
         super().__init__(self._comm.Get_rank(), self._comm.Get_size(), local_rank=local_rank,
                          bucket_mb=bucket_mb, timeout=timeout)
         self._cuda_checked = False
+        self._in_place, self._sum = MPI.IN_PLACE, MPI.SUM
         if abort_on_error and self.size > 1:
             self._install_excepthook()
 
@@ -136,11 +137,10 @@ class MPICommunicator(Communicator):
     def _sum_kept_(self, op, plan):
         # The kept buckets are NumPy arrays the plan allocated (C-contiguous, writeable): what
         # ``comm_buffer`` checks per call on the general path holds by construction.
-        Allreduce, IN_PLACE, SUM = self._comm.Allreduce, self._MPI.IN_PLACE, self._MPI.SUM
         wd = self._arm(op, plan, plan.all_buckets)
         try:
             for b in plan.kept:
-                Allreduce(IN_PLACE, b, op=SUM)
+                self._comm.Allreduce(self._in_place, b, op=self._sum)
         finally:
             if wd is not None:
                 wd.disarm()
