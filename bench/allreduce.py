@@ -83,7 +83,7 @@ def worker(args):
             "mpi4py Allreduce(flat, out) * 1/size": mpi_mean,
             "mpi4py Allreduce(IN_PLACE, flat)": lambda: mpi.Allreduce(MPI.IN_PLACE, inplace, op=MPI.SUM),
         }
-        reps = args.reps or (60 if mb <= 1 else 25 if mb <= 10 else 11)
+        reps = args.reps or (300 if mb <= 1 else 100 if mb <= 10 else 21)
         times = {k: [] for k in cases}
         for _ in range(2):  # warm-up: page in the buffers, plan the tree
             for fn in cases.values():
@@ -127,63 +127,96 @@ def _run(cmd, timeout):
 
 
 def bench_allreduce(args):
+    """One ``mpiexec -n 2`` job per round; returns the rounds' results (see :func:`worker`)."""
     cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "bench.allreduce", "--worker",
            "--bucket-mb", str(args.bucket_mb), "--sizes", ",".join(map(str, args.sizes))]
     if args.reps:
         cmd += ["--reps", str(args.reps)]
-    out = _run(cmd, timeout=1800)
-    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    rounds = []
+    for _ in range(args.rounds):
+        out = _run(cmd, timeout=1800)
+        rounds.append(json.loads([line for line in out.splitlines() if line.startswith("{")][-1]))
+    return rounds
 
 
 def bench_train(args):
-    out = {}
+    """Per round, ``gpuad train`` on 1 process then on 2; returns ``[{1: metrics, 2: metrics}, ...]``."""
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        for procs in (1, 2):
-            common = ["train", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--no-progress",
-                      "--backend", "numpy", "--out", os.path.join(tmp, str(procs))]
-            if procs == 1:
-                cmd = [sys.executable, "-m", "gpuad", *common]
-            else:
-                cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "gpuad", *common, "--distributed"]
-            t0 = time.perf_counter()
-            _run(cmd, timeout=3600)
-            wall = time.perf_counter() - t0
-            m = json.loads(Path(tmp, str(procs), "metrics.json").read_text())
-            out[procs] = {"samples_per_second": m["samples_per_second"], "train_seconds": m["train_seconds"],
-                          "test_accuracy": m["test_accuracy"], "final_loss": m["final_loss"], "wall_seconds": wall}
-    return out
+        for k in range(args.rounds):
+            out = {}
+            for procs in (1, 2):
+                run_dir = os.path.join(tmp, f"{k}-{procs}")
+                common = ["train", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                          "--no-progress", "--backend", "numpy", "--out", run_dir]
+                if procs == 1:
+                    cmd = [sys.executable, "-m", "gpuad", *common]
+                else:
+                    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "gpuad", *common, "--distributed"]
+                t0 = time.perf_counter()
+                _run(cmd, timeout=3600)
+                wall = time.perf_counter() - t0
+                m = json.loads(Path(run_dir, "metrics.json").read_text())
+                out[procs] = {"samples_per_second": m["samples_per_second"], "train_seconds": m["train_seconds"],
+                              "test_accuracy": m["test_accuracy"], "final_loss": m["final_loss"],
+                              "wall_seconds": wall}
+            rounds.append(out)
+    return rounds
+
+
+def _spread(values, fmt):
+    """``"median (min-max)"`` of ``values``, or the one value."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def markdown(ar, tr, args):
+    """The tables: per size (allreduce) and per process count (train), medians over the rounds."""
+    n = args.rounds
     lines = [f"# gpuad.distributed benchmarks ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC)", ""]
     if ar:
         g, gs = "gpuad allreduce_mean(tree)", "gpuad allreduce_sum(tree)"
         o, om = "mpi4py Allreduce(flat, out)", "mpi4py Allreduce(flat, out) * 1/size"
         i = "mpi4py Allreduce(IN_PLACE, flat)"
-        lines += [f"## allreduce, {ar['processes']} processes, float32, buckets of {ar['bucket_mb']:g} MB", "",
+        first = ar[0]
+        lines += [f"## allreduce, {first['processes']} processes, float32, buckets of {first['bucket_mb']:g} MB", "",
                   "Ratios: gpuad's mean and sum of the tree against mpi4py's out-of-place `Allreduce` of one flat "
                   "buffer (the issue's yardstick), and the mean against that `Allreduce` followed by the "
-                  "scaling pass a mean needs.", "",
+                  "scaling pass a mean needs.",
+                  f"Each round is a fresh `mpiexec -n 2` job ({n} round{'s' if n > 1 else ''}); times are the "
+                  "medians of its repetitions, and with several rounds each cell shows the median over the "
+                  "rounds (min-max).", "",
                   "| size | leaves | buckets | gpuad mean(tree) | gpuad sum(tree) | mpi4py flat out-of-place "
                   "| mpi4py flat mean (sum, then scale) | mpi4py flat in-place | gpuad mean GB/s "
                   "| mean / out-of-place | sum / out-of-place | mean / mpi4py mean |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in ar["rows"]:
-            m = r["median_s"]
-            lines.append(f"| {r['bytes'] / 1e6:.1f} MB | {r['leaves']} | {r['buckets']} | {m[g] * 1e3:.2f} ms | "
-                         f"{m[gs] * 1e3:.2f} ms | {m[o] * 1e3:.2f} ms | {m[om] * 1e3:.2f} ms | {m[i] * 1e3:.2f} ms | "
-                         f"{r['bytes'] / m[g] / 1e9:.2f} | {m[g] / m[o]:.2f} | {m[gs] / m[o]:.2f} | "
-                         f"{m[g] / m[om]:.2f} |")
+        for j, r in enumerate(first["rows"]):
+            meds = [rnd["rows"][j]["median_s"] for rnd in ar]
+
+            def ms(key, meds=meds):
+                return _spread([m[key] * 1e3 for m in meds], "{:.2f}") + " ms"
+
+            def ratio(a, b, meds=meds):
+                return _spread([m[a] / m[b] for m in meds], "{:.2f}")
+
+            gbs = _spread([r["bytes"] / m[g] / 1e9 for m in meds], "{:.2f}")
+            lines.append(f"| {r['bytes'] / 1e6:.1f} MB | {r['leaves']} | {r['buckets']} | {ms(g)} | {ms(gs)} | "
+                         f"{ms(o)} | {ms(om)} | {ms(i)} | {gbs} | {ratio(g, o)} | {ratio(gs, o)} | {ratio(g, om)} |")
         lines.append("")
     if tr:
         lines += [f"## gpuad train (digits CNN, NumPy, {args.epochs} epochs, batch {args.batch_size}, "
-                  "threads pinned to 1)", "",
+                  f"threads pinned to 1; {n} round{'s' if n > 1 else ''}, 1 then 2 processes each)", "",
                   "| processes | samples/s | training s | speed-up | test accuracy | final loss |",
                   "|---|---|---|---|---|---|"]
-        base = tr[1]["samples_per_second"]
-        for p, r in tr.items():
-            lines.append(f"| {p} | {r['samples_per_second']:,.0f} | {r['train_seconds']:.2f} | "
-                         f"{r['samples_per_second'] / base:.2f}x | {r['test_accuracy']:.2%} | {r['final_loss']:.4f} |")
+        for p in (1, 2):
+            runs = [rnd[p] for rnd in tr]
+            speed = _spread([rnd[p]["samples_per_second"] / rnd[1]["samples_per_second"] for rnd in tr], "{:.2f}x")
+            acc = sorted({f"{r['test_accuracy']:.2%}" for r in runs})
+            loss = sorted({f"{r['final_loss']:.4f}" for r in runs})
+            lines.append(f"| {p} | {_spread([r['samples_per_second'] for r in runs], '{:,.0f}')} | "
+                         f"{_spread([r['train_seconds'] for r in runs], '{:.2f}')} | {speed} | "
+                         f"{', '.join(acc)} | {', '.join(loss)} |")
         lines.append("")
     lines.append(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     return "\n".join(lines)
@@ -198,8 +231,12 @@ def main(argv=None):
     p.add_argument("--only", default="allreduce,train", help="allreduce, train or both (default)")
     p.add_argument("--epochs", type=int, default=20, help="gpuad train epochs (default 20)")
     p.add_argument("--batch-size", type=int, default=32, help="gpuad train batch size (default 32)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="fresh mpiexec jobs (and train pairs) to take the median over (default 3)")
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
     args.sizes = [float(s) if "." in s else int(s) for s in args.sizes.split(",") if s]
     if args.worker:
         return worker(args)
@@ -214,7 +251,8 @@ def main(argv=None):
         out = ROOT / "bench" / "results"
         out.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        (out / f"allreduce-{stamp}.json").write_text(json.dumps({"allreduce": ar, "train": tr}, indent=2))
+        (out / f"allreduce-{stamp}.json").write_text(json.dumps({"rounds": args.rounds, "allreduce": ar, "train": tr},
+                                                                 indent=2))
         (out / f"allreduce-{stamp}.md").write_text(md + "\n")
         (out / "allreduce-latest.md").write_text(md + "\n")
 

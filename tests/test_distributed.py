@@ -851,8 +851,8 @@ def test_gpuad_train_distributed_matches_one_process(tmp_path):
 def test_allreduce_benchmark_smoke():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.allreduce", "--only", "allreduce", "--sizes", "0.1",
-                             "--reps", "3", "--no-write"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env, start_new_session=True)
+                             "--reps", "3", "--rounds", "1", "--no-write"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
