@@ -166,3 +166,59 @@ def scale_into(buf, start, src, scale):
         numpy.copyto(dst, src)
     else:
         numpy.multiply(src, scale, out=dst)
+
+
+#: Buckets of at least this many bytes are placed on transparent huge pages
+#: (see :func:`comm_empty`); ``GPUAD_DIST_HUGEPAGES=0`` turns that off.
+HUGEPAGE_MIN_BYTES = 256 * 1024
+_HUGEPAGE = 2 * 1024 * 1024
+
+
+def comm_empty(n, dtype_name):
+    """An uninitialised 1-D bucket of ``n`` elements for gpuad.distributed's collectives.
+
+    From :data:`HUGEPAGE_MIN_BYTES` up (on Linux), the bucket starts on a
+    2 MiB boundary of a private anonymous mapping advised ``MADV_HUGEPAGE``,
+    so the kernel backs it with transparent huge pages where it allows them
+    (``/sys/kernel/mm/transparent_hugepage/enabled`` ``always`` or
+    ``madvise``).  MPI reduces such a bucket markedly faster than one on
+    4 KiB pages (measured with MPICH between two processes on one machine:
+    0.6-0.7x the time of an in-place ``Allreduce`` from 256 KB to 4 MB).  The
+    cost: physical memory is taken in 2 MiB pages, so a bucket holds at most
+    2 MiB more than its size; the slack used for alignment is never touched.
+    Smaller buckets, other systems, and ``GPUAD_DIST_HUGEPAGES=0`` get
+    ``numpy.empty``.
+
+    The bucket owns its memory as far as NumPy views are concerned (its
+    ``base`` is the mapping, not an array), so views of it keep the bucket
+    itself referenced, as :data:`REUSABLE_BUCKETS` requires.
+    """
+    import numpy
+
+    dtype = numpy.dtype(dtype_name)
+    nbytes = n * dtype.itemsize
+    if nbytes < HUGEPAGE_MIN_BYTES or not _hugepages_enabled():
+        return numpy.empty((n,), dtype=dtype)
+    import mmap
+
+    span = -(-nbytes // _HUGEPAGE) * _HUGEPAGE
+    try:
+        mm = mmap.mmap(-1, span + _HUGEPAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, ValueError):  # pragma: no cover - out of address space or mapping refused
+        return numpy.empty((n,), dtype=dtype)
+    start = numpy.frombuffer(mm, numpy.uint8, count=1).__array_interface__["data"][0]
+    offset = -start % _HUGEPAGE
+    try:
+        mm.madvise(mmap.MADV_HUGEPAGE, offset, span)
+    except OSError:  # pragma: no cover - a kernel without THP: plain pages, still correct
+        pass
+    return numpy.frombuffer(mm, dtype=dtype, count=n, offset=offset)
+
+
+def _hugepages_enabled():
+    import mmap
+    import os
+
+    if os.environ.get("GPUAD_DIST_HUGEPAGES", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return all(hasattr(mmap, name) for name in ("MADV_HUGEPAGE", "MAP_PRIVATE", "MAP_ANONYMOUS"))

@@ -116,8 +116,20 @@ class InPlaceKept(InPlace):
                 wd.disarm()
 
 
+@pytest.fixture(params=["plain pages", "huge pages"])
+def bucket_memory(request, monkeypatch):
+    """NumPy buckets from ``numpy.empty`` or (threshold 0) from ``comm_empty``'s huge-page mappings."""
+    from gpuad._backend import backend_module
+
+    if request.param == "huge pages":
+        monkeypatch.setattr(backend_module("numpy"), "HUGEPAGE_MIN_BYTES", 0)
+    else:
+        monkeypatch.setenv("GPUAD_DIST_HUGEPAGES", "0")
+    return request.param
+
+
 @pytest.mark.parametrize("transport", [InPlace, InPlaceKept])
-def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch, transport):
+def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch, transport, bucket_memory):
     made = []
     original = BucketPlan.empty
     monkeypatch.setattr(BucketPlan, "empty", lambda self: made.append(1) or original(self))
@@ -202,7 +214,7 @@ def test_plan_cache_tells_structures_shapes_and_dtypes_apart():
 
 
 @pytest.mark.parametrize("transport", [InPlace, InPlaceKept])
-def test_results_never_alias_buckets_a_later_call_refills(transport):
+def test_results_never_alias_buckets_a_later_call_refills(transport, bucket_memory):
     comm = transport(0, 2, timeout=None)
     first = comm.allreduce_mean(_grads(1.0))
     second = comm.allreduce_mean(_grads(2.0))        # ``first`` is held: fresh buckets
@@ -224,7 +236,7 @@ def test_results_never_alias_buckets_a_later_call_refills(transport):
     np.testing.assert_array_equal(third[0]["w"], 3.0)  # still held, never touched
 
 
-def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free():
+def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free(bucket_memory):
     fast, general = InPlaceKept(0, 2, timeout=600), InPlace(0, 2, timeout=600)
 
     def check(got, want):
@@ -254,6 +266,8 @@ def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free():
     np.testing.assert_array_equal(fast.allreduce_sum(_grads(2.0))[1]["w"], 12.0)
     assert fast.kept_calls == 10
     assert fast.collective_calls == general.collective_calls + 4  # one bucket per call either way
+    (kept,) = fast._fast[(list, 2)][0].plan.kept
+    assert (kept.ctypes.data % (2 << 20) == 0) == (bucket_memory == "huge pages")
 
 
 def test_kept_bucket_fast_path_arms_the_watchdog(capsys):

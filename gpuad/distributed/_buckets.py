@@ -193,11 +193,17 @@ class BucketPlan:
         return f"bucket {b + 1}/{len(self.buckets)} ({dt}, {n:,} elements)"
 
     def empty(self):
-        """Freshly allocated, uninitialised buckets (receive buffers)."""
+        """Freshly allocated, uninitialised buckets (receive buffers).
+
+        A backend with ``comm_empty(n, dtype name)`` allocates them (NumPy:
+        large buckets on huge pages, which MPI reduces faster); otherwise
+        ``ns.empty`` on the group's device.
+        """
         out = []
         for g, dt, n in self.buckets:
-            ns, dev, _, _ = self.groups[g]
-            out.append(ns.empty((n,), dtype=getattr(ns, dt), device=dev))
+            ns, dev, _, mod = self.groups[g]
+            make = getattr(mod, "comm_empty", None)
+            out.append(make(n, dt) if make is not None else ns.empty((n,), dtype=getattr(ns, dt), device=dev))
         return out
 
     @staticmethod
