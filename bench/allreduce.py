@@ -42,6 +42,8 @@ SIZES_MB = (1, 10, 100)
 #: mpi4py's in-place ``Allreduce`` on a buffer of the memory gpuad allocates its buckets from
 #: (``backends/numpy.py``'s ``comm_empty``: huge pages from 256 KiB): how much of gpuad's lead is the memory.
 HUGE = "mpi4py Allreduce(IN_PLACE, flat on huge pages)"
+#: gpuad's mean while the previous call's result is still referenced (the usual training loop).
+HELD = "gpuad allreduce_mean(tree), previous result held"
 
 
 def grad_tree(mb, np):
@@ -83,8 +85,14 @@ def worker(args):
             np.multiply(recv, scale, out=recv)
 
         comm.allreduce_sum(tree)
+        held = {}
+
+        def mean_holding():  # ``grads = comm.allreduce_mean(grads)`` in a loop: the previous result lives on
+            held["grads"] = comm.allreduce_mean(tree)
+
         cases = {
             "gpuad allreduce_mean(tree)": lambda: comm.allreduce_mean(tree),
+            HELD: mean_holding,
             "gpuad allreduce_sum(tree)": lambda: comm.allreduce_sum(tree),
             "mpi4py Allreduce(flat, out)": lambda: mpi.Allreduce(flat, recv, op=MPI.SUM),
             "mpi4py Allreduce(flat, out) * 1/size": mpi_mean,
@@ -192,14 +200,17 @@ def markdown(ar, tr, args):
                   "Ratios: gpuad's mean and sum of the tree against mpi4py's out-of-place `Allreduce` of one flat "
                   "buffer (the issue's yardstick), and the mean against that `Allreduce` followed by the "
                   "scaling pass a mean needs. gpuad allocates buckets of 256 KiB and more on huge pages, "
-                  "which MPI reduces faster; the in-place column on huge pages shows that memory on its own.",
+                  "which MPI reduces faster; the in-place column on huge pages shows that memory on its own. "
+                  "'previous held': the mean while the last such call's result is still referenced, as in "
+                  "`grads = comm.allreduce_mean(...)` in a training loop.",
                   f"Each round is a fresh `mpiexec -n 2` job ({n} round{'s' if n > 1 else ''}); times are the "
                   "medians of its repetitions, and with several rounds each cell shows the median over the "
                   "rounds (min-max).", "",
-                  "| size | leaves | buckets | gpuad mean(tree) | gpuad sum(tree) | mpi4py flat out-of-place "
-                  "| mpi4py flat mean (sum, then scale) | mpi4py flat in-place | mpi4py flat in-place, huge pages "
-                  "| gpuad mean GB/s | mean / out-of-place | sum / out-of-place | mean / mpi4py mean |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| size | leaves | buckets | gpuad mean(tree) | gpuad mean, previous held | gpuad sum(tree) "
+                  "| mpi4py flat out-of-place | mpi4py flat mean (sum, then scale) | mpi4py flat in-place "
+                  "| mpi4py flat in-place, huge pages | gpuad mean GB/s | mean / out-of-place "
+                  "| mean (previous held) / out-of-place | sum / out-of-place | mean / mpi4py mean |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for j, r in enumerate(first["rows"]):
             meds = [rnd["rows"][j]["median_s"] for rnd in ar]
 
@@ -210,9 +221,9 @@ def markdown(ar, tr, args):
                 return _spread([m[a] / m[b] for m in meds], "{:.2f}")
 
             gbs = _spread([r["bytes"] / m[g] / 1e9 for m in meds], "{:.2f}")
-            lines.append(f"| {r['bytes'] / 1e6:.1f} MB | {r['leaves']} | {r['buckets']} | {ms(g)} | {ms(gs)} | "
-                         f"{ms(o)} | {ms(om)} | {ms(i)} | {ms(HUGE)} | {gbs} | {ratio(g, o)} | {ratio(gs, o)} | "
-                         f"{ratio(g, om)} |")
+            lines.append(f"| {r['bytes'] / 1e6:.1f} MB | {r['leaves']} | {r['buckets']} | {ms(g)} | {ms(HELD)} | "
+                         f"{ms(gs)} | {ms(o)} | {ms(om)} | {ms(i)} | {ms(HUGE)} | {gbs} | {ratio(g, o)} | "
+                         f"{ratio(HELD, o)} | {ratio(gs, o)} | {ratio(g, om)} |")
         lines.append("")
     if tr:
         lines += [f"## gpuad train (digits CNN, NumPy, {args.epochs} epochs, batch {args.batch_size}, "

@@ -105,10 +105,10 @@ class InPlaceKept(InPlace):
 
     kept_calls = 0
 
-    def _sum_kept_(self, op, plan):
+    def _sum_kept_(self, op, plan, bufs):
         wd = self._arm(op, plan, plan.all_buckets)
         try:
-            for b in plan.kept:
+            for b in bufs:
                 b *= 2
             self.kept_calls += 1
         finally:
@@ -132,7 +132,7 @@ def bucket_memory(request, monkeypatch):
 def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch, transport, bucket_memory):
     made = []
     original = BucketPlan.empty
-    monkeypatch.setattr(BucketPlan, "empty", lambda self: made.append(1) or original(self))
+    monkeypatch.setattr(BucketPlan, "empty", lambda self, **kw: made.append(1) or original(self, **kw))
     comm = transport(0, 2, timeout=None)
     tree = {"a": np.arange(6.0), "b": np.ones(3)}
     first = comm.allreduce_mean(tree)
@@ -219,13 +219,13 @@ def test_results_never_alias_buckets_a_later_call_refills(transport, bucket_memo
     first = comm.allreduce_mean(_grads(1.0))
     second = comm.allreduce_mean(_grads(2.0))        # ``first`` is held: fresh buckets
     third = comm.allreduce_mean(_grads(3.0))         # compiled path, both held: fresh again
-    for a, b in [(first, second), (second, third), (first, third)]:
-        assert not np.shares_memory(a[0]["w"], b[0]["w"]) and not np.shares_memory(a[1]["w"], b[1]["w"])
+    for x, y in [(first, second), (second, third), (first, third)]:
+        assert not np.shares_memory(x[0]["w"], y[0]["w"]) and not np.shares_memory(x[1]["w"], y[1]["w"])
     for k, out in [(1.0, first), (2.0, second), (3.0, third)]:
         np.testing.assert_array_equal(out[0]["w"], k)
         np.testing.assert_array_equal(out[0]["b"], 2 * k)
     # dropped results free their buckets: the next calls refill the same memory, as new array objects
-    del first, second
+    del first, second, x, y, out
     a = comm.allreduce_mean(_grads(4.0))
     addr = a[0]["w"].__array_interface__["data"][0]
     a[0]["w"] += 100                                 # results are the caller's to change
@@ -253,21 +253,41 @@ def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free(bucket_me
         taken.append(fast.kept_calls - before)
     # the first mean plans and the first sum compiles the structure (they share both); then all are fast
     assert taken == [0, 2, 2, 2, 2]
-    held = fast.allreduce_mean(_grads(7.0))           # fast, and its result holds the kept bucket
-    again = fast.allreduce_mean(_grads(8.0))          # so this one packs into fresh memory
-    assert fast.kept_calls == 9
-    assert not np.shares_memory(held[0]["w"], again[0]["w"])
+    held = fast.allreduce_mean(_grads(7.0))           # fast, and its result holds the first kept set
+    again = fast.allreduce_mean(_grads(8.0))          # so this one makes the second set, fast too
+    assert fast.kept_calls == 10 and len(fast._fast[(list, 2)][0].plan.pools) == 2
+    third = fast.allreduce_sum(_grads(1.0))           # both sets held: one-off buckets, general path
+    assert fast.kept_calls == 10
+    for x, y in [(held, again), (again, third), (held, third)]:
+        assert not np.shares_memory(x[0]["w"], y[0]["w"])
     np.testing.assert_array_equal(held[0]["w"], 7.0)
     np.testing.assert_array_equal(again[0]["w"], 8.0)
-    del held
-    fast.allreduce_sum(_grads(1.0))                   # ``again``'s buckets are kept now, and held
-    assert fast.kept_calls == 9
-    del again
-    np.testing.assert_array_equal(fast.allreduce_sum(_grads(2.0))[1]["w"], 12.0)
-    assert fast.kept_calls == 10
+    np.testing.assert_array_equal(third[0]["w"], 2.0)
+    del held, x, y
+    np.testing.assert_array_equal(fast.allreduce_sum(_grads(2.0))[1]["w"], 12.0)  # the first set is free
+    assert fast.kept_calls == 11
     assert fast.collective_calls == general.collective_calls + 4  # one bucket per call either way
-    (kept,) = fast._fast[(list, 2)][0].plan.kept
+    (kept,) = fast._fast[(list, 2)][0].plan.pools[0].bufs
     assert (kept.ctypes.data % (2 << 20) == 0) == (bucket_memory == "huge pages")
+
+
+def test_a_loop_that_holds_the_previous_result_alternates_two_kept_sets(monkeypatch, bucket_memory):
+    made = []
+    original = BucketPlan.empty
+    monkeypatch.setattr(BucketPlan, "empty", lambda self, **kw: made.append(kw.get("kept", False))
+                        or original(self, **kw))
+    comm = InPlaceKept(0, 2, timeout=None)
+    previous, addresses = None, []
+    for k in range(1, 9):   # as ``grads = comm.allreduce_mean(...)`` in a loop: the old ``grads`` still lives
+        out = comm.allreduce_mean(_grads(k))
+        if previous is not None:
+            np.testing.assert_array_equal(previous[0]["w"], k - 1)   # never overwritten while held
+        np.testing.assert_array_equal(out[0]["w"], k)
+        addresses.append(out[0]["w"].__array_interface__["data"][0])
+        previous = out
+    assert made == [True, True]                       # two kept sets, no one-off buckets
+    assert len(set(addresses)) == 2 and addresses[2:] == addresses[:2] * 3
+    assert comm.kept_calls == 6                       # calls 3-8: compiled, a free set each time
 
 
 def test_kept_bucket_fast_path_arms_the_watchdog(capsys):
@@ -276,7 +296,7 @@ def test_kept_bucket_fast_path_arms_the_watchdog(capsys):
     class Stuck(InPlaceKept):
         backend = "stuck"
 
-        def _sum_kept_(self, op, plan):
+        def _sum_kept_(self, op, plan, bufs):
             wd = self._arm(op, plan, plan.all_buckets)
             aborted.wait(10)  # a peer that never answers
             wd.disarm()
@@ -722,7 +742,7 @@ COLLECTIVES = """
     }
     used = []  # the kept-bucket fast path: taken once a structure is compiled and its buckets are free
     kept = comm._sum_kept_
-    comm._sum_kept_ = lambda op, plan: used.append(op) or kept(op, plan)
+    comm._sum_kept_ = lambda op, plan, bufs: used.append(op) or kept(op, plan, bufs)
     del mean, again
     want = sum(u["w"] for u in trees) / comm.size
     ok["fast"] = (all(bool(np.allclose(comm.allreduce_mean(t)["w"], want)) for _ in range(3))
@@ -734,7 +754,7 @@ COLLECTIVES = """
         plan = next(p for p in comm._plans.values() if p.buckets[0][2] == 300_000)
         ok["huge"] = (all(bool(np.all(s_ == 3.0)) for s_ in sums[1:]) and bool(np.all(sums[0]["g"] == 3.0))
                       and bool(np.array_equal(sums[0]["h"], np.arange(5.0) * 3))
-                      and plan.kept[0].ctypes.data % (2 << 20) == 0)
+                      and plan.pools[0].bufs[0].ctypes.data % (2 << 20) == 0)
     rows = comm.mpi_comm.gather({"rank": r, "size": comm.size, "kind": comm.backend, "ok": ok,
                                  "calls": comm.collective_calls})
     if r == 0:

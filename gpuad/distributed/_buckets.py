@@ -10,17 +10,21 @@ spans two or more buckets (it is concatenated back after the collective).
 Size-0 leaves take no room and ``None`` subtrees have no leaves at all.
 
 Buckets of backends whose views keep their base array alive
-(``REUSABLE_BUCKETS``, NumPy) are kept by the plan and reused by the next
-collective once no returned leaf, nor any view of one, refers to them any
-more (their reference count is back to what it was when they were made):
-fresh memory costs page faults, warm memory does not.  Results therefore
-never change after they are returned: a result that is still referenced when
-the next collective of the same plan starts keeps its buckets, and that
-collective packs into fresh ones (which the plan keeps from then on).  With
-kept NumPy buckets the plan also keeps, per leaf that lies whole in one
-bucket, its view of the bucket in the leaf's shape: packing is one
-``multiply``/``copyto`` per leaf into that view, and unpacking one
-``view()`` of it.
+(``REUSABLE_BUCKETS``, NumPy) are kept by the plan, in up to two sets
+(:class:`KeptBuckets`), and a set is refilled by a later collective only once
+no returned leaf, nor any view of one, refers to it any more (its buckets'
+reference counts are back to what they were when it was made): fresh memory
+costs page faults, warm memory does not.  Results therefore never change
+after they are returned.  A loop that drops each result before the next
+collective uses one set; one that still holds the previous result (``grads =
+comm.allreduce_mean(...)`` in a loop) alternates between two; when both are
+held, the collective packs into one-off buckets that the plan does not keep.
+Kept sets come from the backend's ``comm_empty`` where it has one (NumPy:
+huge pages for large buckets, which MPI reduces faster but which cost more
+to fault in, hence not for one-off buckets).  With kept NumPy buckets each
+set also holds, per leaf that lies whole in one bucket, its view of the
+bucket in the leaf's shape: packing is one ``multiply``/``copyto`` per leaf
+into that view, and unpacking one ``view()`` of it.
 
 A :class:`BucketPlan` depends only on the leaves' shapes and dtypes, so it is
 computed once per tree structure and reused (see ``Communicator._plan``).
@@ -162,16 +166,14 @@ class BucketPlan:
         # Reference counts only mean "nobody else holds this" under CPython.
         self._reuse = (sys.implementation.name == "cpython"
                        and all(getattr(grp[3], "REUSABLE_BUCKETS", False) for grp in self.groups))
-        self._pool = None
-        self._pool_refs = None
-        # NumPy's fast path: per leaf, its shaped view of the kept buckets (None: empty or split leaf)
+        #: The kept sets of buckets (:class:`KeptBuckets`), at most :data:`KEPT_POOLS`.
+        self.pools = []
+        # NumPy's fast path: each pool has, per leaf, its shaped view of the pool's buckets
         self._numpy = None
         if self._reuse and self.groups and all(getattr(grp[3], "NAME", None) == "numpy" for grp in self.groups):
             import numpy
 
             self._numpy = numpy
-        self._views = None
-        self._all_views = False
         self._scale = None      # the scale of the last pack, and per leaf that scale as a 0-d array
         self._scales = None
         #: Per leaf, where NumPy's fast path takes it from when unpacking kept buckets: ``"view"``
@@ -192,40 +194,55 @@ class BucketPlan:
         _, dt, n = self.buckets[b]
         return f"bucket {b + 1}/{len(self.buckets)} ({dt}, {n:,} elements)"
 
-    def empty(self):
+    def empty(self, kept=False):
         """Freshly allocated, uninitialised buckets (receive buffers).
 
-        A backend with ``comm_empty(n, dtype name)`` allocates them (NumPy:
-        large buckets on huge pages, which MPI reduces faster); otherwise
-        ``ns.empty`` on the group's device.
+        For a set the plan will keep (``kept=True``), a backend with
+        ``comm_empty(n, dtype name)`` allocates them (NumPy: large buckets on
+        huge pages, which MPI reduces faster, but which cost more to fault
+        in); otherwise, and for one-off buckets, ``ns.empty`` on the group's
+        device.
         """
         out = []
         for g, dt, n in self.buckets:
             ns, dev, _, mod = self.groups[g]
-            make = getattr(mod, "comm_empty", None)
+            make = getattr(mod, "comm_empty", None) if kept else None
             out.append(make(n, dt) if make is not None else ns.empty((n,), dtype=getattr(ns, dt), device=dev))
         return out
 
     @staticmethod
-    def _refcounts(pool):
-        return [sys.getrefcount(b) for b in pool]
+    def _refcounts(bufs):
+        return [sys.getrefcount(b) for b in bufs]
+
+    def free_pool(self):
+        """A kept set of buckets that nothing else refers to, made if fewer than two are kept; else None.
+
+        The first free one in the order they were made; a new set only when
+        all kept ones are held by results still in use (two sets serve a
+        loop that keeps the previous step's result while reducing the next).
+        """
+        if not self._reuse:
+            return None
+        for pool in self.pools:
+            if self._refcounts(pool.bufs) == pool.refs:
+                return pool
+        if len(self.pools) >= KEPT_POOLS:
+            return None
+        bufs = self.empty(kept=True)
+        views = self._leaf_views(bufs) if self._numpy is not None else None
+        pool = KeptBuckets(bufs, views)
+        # the baseline: the pool's own views only (a view's ``base`` is the bucket itself)
+        pool.refs = self._refcounts(bufs)
+        self.pools.append(pool)
+        return pool
 
     def buffers(self):
-        """Buckets to fill: the kept ones when nothing else refers to them, else fresh ones.
+        """Buckets to fill: a free kept set (see :meth:`free_pool`), else one-off fresh ones.
 
         Returns a new list (the caller may replace its items).
         """
-        pool = self._pool
-        if pool is not None and self._refcounts(pool) == self._pool_refs:
-            return list(pool)
-        bufs = self.empty()
-        if self._reuse:
-            self._pool = bufs
-            self._views = self._leaf_views(bufs) if self._numpy is not None else None
-            self._all_views = self._views is not None and all(v is not None for v in self._views)
-            # the baseline: the plan's own views only (a view's ``base`` is the bucket itself)
-            self._pool_refs = self._refcounts(bufs)
-        return list(bufs)
+        pool = self.free_pool()
+        return list(pool.bufs) if pool is not None else self.empty()
 
     def _leaf_views(self, bufs):
         views = []
@@ -237,10 +254,10 @@ class BucketPlan:
             views.append(bufs[b][start:start + (z - a)].reshape(self.specs[i][0]))
         return views
 
-    def _leaf_scales(self, scale):
+    def _leaf_scales(self, scale, views):
         if scale != self._scale:
             np = self._numpy
-            self._scales = [None if v is None else np.asarray(scale, dtype=v.dtype) for v in self._views]
+            self._scales = [None if v is None else np.asarray(scale, dtype=v.dtype) for v in views]
             self._scale = scale
         return self._scales
 
@@ -251,52 +268,43 @@ class BucketPlan:
         has one (NumPy, CuPy); otherwise a slice assignment does it.
         ``plain=True`` says no leaf is a :class:`Tracer` (nothing to unbox).
         """
-        bufs = self.buffers()
-        if self._views is not None:  # set with the kept buckets, which ``bufs`` then are
-            self._pack_views(bufs, leaves, scale, plain)
-            return bufs
+        pool = self.free_pool()
+        if pool is not None and pool.views is not None:
+            self._pack_views(pool, leaves, scale, plain)
+            return list(pool.bufs)
+        bufs = list(pool.bufs) if pool is not None else self.empty()
         for x, op in zip(leaves, self._ops):
             if op is not None:
                 self._pack_leaf(bufs, x, op, scale)
         return bufs
 
     def pack_kept(self, leaves, scale=1, plain=False):
-        """Pack into the kept buckets (:attr:`kept`) if nothing else refers to them; True if it did.
+        """Pack into a free kept set of buckets on NumPy's fast path; returns it, or None.
 
         The fast path of a collective on a compiled structure: no bucket list
-        is made and nothing is allocated.  False (nothing touched) off
-        NumPy's fast path or while an earlier result still holds the buckets;
-        the caller then uses :meth:`pack`.
+        is made.  None (nothing touched) off NumPy's fast path or while both
+        kept sets are held by earlier results; the caller then uses
+        :meth:`pack`.
         """
-        pool = self._pool
-        if self._views is None or self._refcounts(pool) != self._pool_refs:
-            return False
+        pool = self.free_pool()
+        if pool is None or pool.views is None:
+            return None
         self._pack_views(pool, leaves, scale, plain)
-        return True
+        return pool
 
-    @property
-    def kept(self):
-        """The kept buckets (NumPy's fast path), or None before the first :meth:`buffers`."""
-        return self._pool
-
-    @property
-    def views(self):
-        """Per leaf, the plan's shaped view of its kept bucket (None: size 0 or split), or None."""
-        return self._views
-
-    def _pack_views(self, bufs, leaves, scale, plain):
+    def _pack_views(self, pool, leaves, scale, plain):
         np = self._numpy
-        views = self._views
+        bufs, views = pool.bufs, pool.views
         if not plain:
             leaves = [full_unbox(x) if isinstance(x, Tracer) else x for x in leaves]
-        if self._all_views:  # every leaf has its view: one ufunc call each, nothing to test
+        if pool.all_views:  # every leaf has its view: one ufunc call each, nothing to test
             if scale == 1:
                 copyto = np.copyto
                 for x, v in zip(leaves, views):
                     copyto(v, x)
             else:
                 multiply = np.multiply
-                for x, v, s in zip(leaves, views, self._leaf_scales(scale)):
+                for x, v, s in zip(leaves, views, self._leaf_scales(scale, views)):
                     multiply(x, s, out=v)
             return
         if scale == 1:
@@ -308,7 +316,7 @@ class BucketPlan:
                     self._pack_leaf(bufs, x, op, scale)
         else:
             multiply = np.multiply
-            for x, v, s, op in zip(leaves, views, self._leaf_scales(scale), self._ops):
+            for x, v, s, op in zip(leaves, views, self._leaf_scales(scale, views), self._ops):
                 if v is not None:
                     multiply(x, s, out=v)
                 elif op is not None:
@@ -341,10 +349,11 @@ class BucketPlan:
         return [self._unpack_leaf(bufs, i, like) for i in range(len(self._ops))]
 
     def kept_views(self, bufs):
-        """The plan's per-leaf views of its kept buckets if ``bufs`` are those buckets, else None."""
-        views, pool = self._views, self._pool
-        if views is not None and len(bufs) == len(pool) and all(a is b for a, b in zip(bufs, pool)):
-            return views
+        """The per-leaf views of the kept set whose buckets ``bufs`` are, else None."""
+        for pool in self.pools:
+            kept = pool.bufs
+            if pool.views is not None and len(bufs) == len(kept) and all(a is b for a, b in zip(bufs, kept)):
+                return pool.views
         return None
 
     def _unpack_leaf(self, bufs, i, like):
@@ -359,3 +368,34 @@ class BucketPlan:
             ns = self.groups[self.buckets[segs[0][0]][0]][0]
             flat = ns.concat([bufs[b][start:start + (z - a)] for b, start, a, z, _, _ in segs])
         return reshape(flat, self.specs[i][0])
+
+
+#: Kept sets of buckets per plan: one for a loop that drops each result before the next
+#: collective, a second for one that still holds the previous result.
+KEPT_POOLS = 2
+
+
+class KeptBuckets:
+    """One set of buckets a :class:`BucketPlan` keeps and refills.
+
+    Attributes
+    ----------
+    bufs : list of arrays
+        The buckets, one per entry of ``plan.buckets``.
+    views : list of (array or None) or None
+        NumPy's fast path: per leaf, its shaped view of ``bufs`` (None for a
+        size-0 or split leaf); None elsewhere.
+    all_views : bool
+        Every leaf has its view.
+    refs : list of int
+        The buckets' reference counts when nothing but this set refers to
+        them: the set is free when they are back to these.
+    """
+
+    __slots__ = ("bufs", "views", "all_views", "refs")
+
+    def __init__(self, bufs, views):
+        self.bufs = bufs
+        self.views = views
+        self.all_views = views is not None and all(v is not None for v in views)
+        self.refs = None

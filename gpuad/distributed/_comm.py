@@ -308,11 +308,12 @@ class Communicator:
         # packed into them, its result tree (new views of them) made, and the buckets summed in place
         # by the transport, with no bucket lists, buffer checks or context managers in between: at
         # 1 MB those cost as much as the copy does.  The general path below does the same work.
-        if (entry is not None and entry.rebuild is not None and self._sum_kept_ is not None
-                and plan.pack_kept(leaves, scale, plain=True)):
-            out = entry.rebuild(plan.views, leaves)
-            self._sum_kept_(op, plan)
-            return out
+        if entry is not None and entry.rebuild is not None and self._sum_kept_ is not None:
+            pool = plan.pack_kept(leaves, scale, plain=True)
+            if pool is not None:
+                out = entry.rebuild(pool.views, leaves)
+                self._sum_kept_(op, plan, pool.bufs)
+                return out
         bufs = plan.pack(leaves, scale, plain=entry is not None)  # scaled while packed: no pass of its own
         # NumPy's fast path: the result tree of new views of the kept buckets is made now, while its
         # pieces are still in cache; a transport that sums in place (MPI, NCCL) then fills it.
@@ -357,8 +358,9 @@ class Communicator:
         self.abort(124)
 
     # --- hooks -------------------------------------------------------------------------
-    #: ``_sum_kept_(op, plan)``, where the transport can: sum ``plan.kept`` (NumPy buckets the
-    #: plan made itself) in place, arming the watchdog with :meth:`_arm`.  None: no fast path.
+    #: ``_sum_kept_(op, plan, bufs)``, where the transport can: sum ``bufs`` (one of the plan's kept
+    #: sets of NumPy buckets, which it allocated itself) in place, arming the watchdog with
+    #: :meth:`_arm`.  None: no fast path.
     _sum_kept_ = None
 
     def _sum_(self, group, bufs):

@@ -134,12 +134,12 @@ class MPICommunicator(Communicator):
                 out.append(b)
         return out
 
-    def _sum_kept_(self, op, plan):
+    def _sum_kept_(self, op, plan, bufs):
         # The kept buckets are NumPy arrays the plan allocated (C-contiguous, writeable): what
         # ``comm_buffer`` checks per call on the general path holds by construction.
         wd = self._arm(op, plan, plan.all_buckets)
         try:
-            for b in plan.kept:
+            for b in bufs:
                 self._comm.Allreduce(self._in_place, b, op=self._sum)
         finally:
             if wd is not None:
