@@ -253,21 +253,25 @@ def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free(bucket_me
         taken.append(fast.kept_calls - before)
     # the first mean plans and the first sum compiles the structure (they share both); then all are fast
     assert taken == [0, 2, 2, 2, 2]
+    plan = fast._fast[(list, 2)][0].plan
     held = fast.allreduce_mean(_grads(7.0))           # fast, and its result holds the first kept set
+    first = plan.pools[0]
     again = fast.allreduce_mean(_grads(8.0))          # so this one makes the second set, fast too
-    assert fast.kept_calls == 10 and len(fast._fast[(list, 2)][0].plan.pools) == 2
-    third = fast.allreduce_sum(_grads(1.0))           # both sets held: one-off buckets, general path
-    assert fast.kept_calls == 10
+    assert fast.kept_calls == 10 and len(plan.pools) == 2
+    third = fast.allreduce_sum(_grads(1.0))           # both held: a third set, which replaces the first
+    assert fast.kept_calls == 11 and len(plan.pools) == 2 and first not in plan.pools
     for x, y in [(held, again), (again, third), (held, third)]:
         assert not np.shares_memory(x[0]["w"], y[0]["w"])
-    np.testing.assert_array_equal(held[0]["w"], 7.0)
+    np.testing.assert_array_equal(held[0]["w"], 7.0)  # the replaced set is still the holder's
     np.testing.assert_array_equal(again[0]["w"], 8.0)
     np.testing.assert_array_equal(third[0]["w"], 2.0)
-    del held, x, y
-    np.testing.assert_array_equal(fast.allreduce_sum(_grads(2.0))[1]["w"], 12.0)  # the first set is free
-    assert fast.kept_calls == 11
+    del again, x, y
+    np.testing.assert_array_equal(fast.allreduce_sum(_grads(2.0))[1]["w"], 12.0)  # the second set is free
+    assert fast.kept_calls == 12 and len(plan.pools) == 2
+    np.testing.assert_array_equal(held[0]["w"], 7.0)
+    np.testing.assert_array_equal(third[0]["w"], 2.0)
     assert fast.collective_calls == general.collective_calls + 4  # one bucket per call either way
-    (kept,) = fast._fast[(list, 2)][0].plan.pools[0].bufs
+    (kept,) = plan.pools[0].bufs
     assert (kept.ctypes.data % (2 << 20) == 0) == (bucket_memory == "huge pages")
 
 
@@ -288,6 +292,22 @@ def test_a_loop_that_holds_the_previous_result_alternates_two_kept_sets(monkeypa
     assert made == [True, True]                       # two kept sets, no one-off buckets
     assert len(set(addresses)) == 2 and addresses[2:] == addresses[:2] * 3
     assert comm.kept_calls == 6                       # calls 3-8: compiled, a free set each time
+
+
+def test_a_result_held_for_good_does_not_make_every_later_call_allocate(monkeypatch):
+    made = []
+    original = BucketPlan.empty
+    monkeypatch.setattr(BucketPlan, "empty", lambda self, **kw: made.append(1) or original(self, **kw))
+    comm = InPlaceKept(0, 2, timeout=None)
+    kept_for_good = comm.allreduce_mean(_grads(0.5))  # e.g. the first step's gradients, kept for a report
+    previous = None
+    for k in range(1, 10):                            # and the usual loop that holds the previous result
+        out = comm.allreduce_mean(_grads(k))
+        np.testing.assert_array_equal(out[0]["w"], k)
+        previous = out                                # noqa: F841 - held until the next call returns
+    np.testing.assert_array_equal(kept_for_good[0]["w"], 0.5)
+    assert len(made) == 3                             # the first call's set, and two for the loop
+    assert len(comm._fast[(list, 2)][0].plan.pools) == 2  # the set held for good is no longer tracked
 
 
 def test_kept_bucket_fast_path_arms_the_watchdog(capsys):

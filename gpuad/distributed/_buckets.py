@@ -18,10 +18,10 @@ costs page faults, warm memory does not.  Results therefore never change
 after they are returned.  A loop that drops each result before the next
 collective uses one set; one that still holds the previous result (``grads =
 comm.allreduce_mean(...)`` in a loop) alternates between two; when both are
-held, the collective packs into one-off buckets that the plan does not keep.
-Kept sets come from the backend's ``comm_empty`` where it has one (NumPy:
-huge pages for large buckets, which MPI reduces faster but which cost more
-to fault in, hence not for one-off buckets).  With kept NumPy buckets each
+held, the collective packs into a new set, which replaces the older one (its
+holders keep that alive).  Kept sets come from the backend's ``comm_empty``
+where it has one (NumPy: huge pages for large buckets, which MPI reduces
+faster).  With kept NumPy buckets each
 set also holds, per leaf that lies whole in one bucket, its view of the
 bucket in the leaf's shape: packing is one ``multiply``/``copyto`` per leaf
 into that view, and unpacking one ``view()`` of it.
@@ -199,9 +199,8 @@ class BucketPlan:
 
         For a set the plan will keep (``kept=True``), a backend with
         ``comm_empty(n, dtype name)`` allocates them (NumPy: large buckets on
-        huge pages, which MPI reduces faster, but which cost more to fault
-        in); otherwise, and for one-off buckets, ``ns.empty`` on the group's
-        device.
+        huge pages, which MPI reduces faster); otherwise ``ns.empty`` on the
+        group's device.
         """
         out = []
         for g, dt, n in self.buckets:
@@ -215,29 +214,31 @@ class BucketPlan:
         return [sys.getrefcount(b) for b in bufs]
 
     def free_pool(self):
-        """A kept set of buckets that nothing else refers to, made if fewer than two are kept; else None.
+        """A kept set of buckets that nothing else refers to (None where buckets are not reusable).
 
-        The first free one in the order they were made; a new set only when
-        all kept ones are held by results still in use (two sets serve a
-        loop that keeps the previous step's result while reducing the next).
+        The first free one in the order they were made; when every kept set
+        is held by results still in use, a new set is made and, beyond
+        :data:`KEPT_POOLS`, replaces the oldest (whose holders keep it alive
+        as long as they need it).  Two sets serve a loop that keeps the
+        previous step's result while reducing the next.
         """
         if not self._reuse:
             return None
         for pool in self.pools:
             if self._refcounts(pool.bufs) == pool.refs:
                 return pool
-        if len(self.pools) >= KEPT_POOLS:
-            return None
         bufs = self.empty(kept=True)
         views = self._leaf_views(bufs) if self._numpy is not None else None
         pool = KeptBuckets(bufs, views)
         # the baseline: the pool's own views only (a view's ``base`` is the bucket itself)
         pool.refs = self._refcounts(bufs)
+        if len(self.pools) >= KEPT_POOLS:
+            del self.pools[0]
         self.pools.append(pool)
         return pool
 
     def buffers(self):
-        """Buckets to fill: a free kept set (see :meth:`free_pool`), else one-off fresh ones.
+        """Buckets to fill: a free kept set (see :meth:`free_pool`), else fresh ones.
 
         Returns a new list (the caller may replace its items).
         """
@@ -279,12 +280,11 @@ class BucketPlan:
         return bufs
 
     def pack_kept(self, leaves, scale=1, plain=False):
-        """Pack into a free kept set of buckets on NumPy's fast path; returns it, or None.
+        """Pack into a free kept set of buckets (see :meth:`free_pool`) on NumPy's fast path.
 
         The fast path of a collective on a compiled structure: no bucket list
-        is made.  None (nothing touched) off NumPy's fast path or while both
-        kept sets are held by earlier results; the caller then uses
-        :meth:`pack`.
+        is made.  Returns the set, or None (nothing touched) off NumPy's fast
+        path; the caller then uses :meth:`pack`.
         """
         pool = self.free_pool()
         if pool is None or pool.views is None:
