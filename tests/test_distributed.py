@@ -349,7 +349,7 @@ def test_compiled_path_splits_leaves_across_buckets_and_changes_weights():
 
 
 def test_compiled_path_with_a_transport_that_returns_new_buffers():
-    # the local group sums into new arrays: the tree made ahead of an in-place sum is not used
+    # the local group sums into new arrays (no kept-bucket fast path): results are rebuilt from those
     def work(comm):
         return [comm.allreduce_mean(_grads(comm.rank + k)) for k in range(4)]
 

@@ -229,9 +229,8 @@ class BucketPlan:
                 return pool
         bufs = self.empty(kept=True)
         views = self._leaf_views(bufs) if self._numpy is not None else None
-        pool = KeptBuckets(bufs, views)
-        # the baseline: the pool's own views only (a view's ``base`` is the bucket itself)
-        pool.refs = self._refcounts(bufs)
+        # the baseline: the set's own views only (a view's ``base`` is the bucket itself)
+        pool = KeptBuckets(bufs, views, self._refcounts(bufs))
         if len(self.pools) >= KEPT_POOLS:
             del self.pools[0]
         self.pools.append(pool)
@@ -269,11 +268,10 @@ class BucketPlan:
         has one (NumPy, CuPy); otherwise a slice assignment does it.
         ``plain=True`` says no leaf is a :class:`Tracer` (nothing to unbox).
         """
-        pool = self.free_pool()
-        if pool is not None and pool.views is not None:
-            self._pack_views(pool, leaves, scale, plain)
+        pool = self.pack_kept(leaves, scale, plain)
+        if pool is not None:
             return list(pool.bufs)
-        bufs = list(pool.bufs) if pool is not None else self.empty()
+        bufs = self.buffers()
         for x, op in zip(leaves, self._ops):
             if op is not None:
                 self._pack_leaf(bufs, x, op, scale)
@@ -394,8 +392,6 @@ class KeptBuckets:
 
     __slots__ = ("bufs", "views", "all_views", "refs")
 
-    def __init__(self, bufs, views):
-        self.bufs = bufs
-        self.views = views
+    def __init__(self, bufs, views, refs):
+        self.bufs, self.views, self.refs = bufs, views, refs
         self.all_views = views is not None and all(v is not None for v in views)
-        self.refs = None

@@ -315,18 +315,12 @@ class Communicator:
                 self._sum_kept_(op, plan, pool.bufs)
                 return out
         bufs = plan.pack(leaves, scale, plain=entry is not None)  # scaled while packed: no pass of its own
-        # NumPy's fast path: the result tree of new views of the kept buckets is made now, while its
-        # pieces are still in cache; a transport that sums in place (MPI, NCCL) then fills it.
-        views = plan.kept_views(bufs) if entry is not None and entry.rebuild is not None else None
-        out = entry.rebuild(views, leaves) if views is not None else None
         for g, idx in plan.by_group:
             part = [bufs[b] for b in idx]
             with self._guard(op, plan, idx):
                 part = self._sum_(plan.groups[g], part)
             for b, buf in zip(idx, part):
                 bufs[b] = buf
-        if out is not None and plan.kept_views(bufs) is views:  # summed in place: ``out`` holds the sums
-            return out
         return build(plan.unpack(bufs, leaves))
 
     def _guard(self, op, plan, idx):
