@@ -116,6 +116,14 @@ class InPlaceKept(InPlace):
                 wd.disarm()
 
 
+def _count_allocations(monkeypatch):
+    """A list that gets one entry, ``kept``, per :meth:`BucketPlan.empty` call from now on."""
+    made = []
+    original = BucketPlan.empty
+    monkeypatch.setattr(BucketPlan, "empty", lambda self, kept=False: made.append(kept) or original(self, kept=kept))
+    return made
+
+
 @pytest.fixture(params=["plain pages", "huge pages"])
 def bucket_memory(request, monkeypatch):
     """NumPy buckets from ``numpy.empty`` or (threshold 0) from ``comm_empty``'s huge-page mappings."""
@@ -130,9 +138,7 @@ def bucket_memory(request, monkeypatch):
 
 @pytest.mark.parametrize("transport", [InPlace, InPlaceKept])
 def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch, transport, bucket_memory):
-    made = []
-    original = BucketPlan.empty
-    monkeypatch.setattr(BucketPlan, "empty", lambda self, **kw: made.append(1) or original(self, **kw))
+    made = _count_allocations(monkeypatch)
     comm = transport(0, 2, timeout=None)
     tree = {"a": np.arange(6.0), "b": np.ones(3)}
     first = comm.allreduce_mean(tree)
@@ -276,10 +282,7 @@ def test_kept_bucket_fast_path_is_taken_only_when_the_buckets_are_free(bucket_me
 
 
 def test_a_loop_that_holds_the_previous_result_alternates_two_kept_sets(monkeypatch, bucket_memory):
-    made = []
-    original = BucketPlan.empty
-    monkeypatch.setattr(BucketPlan, "empty", lambda self, **kw: made.append(kw.get("kept", False))
-                        or original(self, **kw))
+    made = _count_allocations(monkeypatch)
     comm = InPlaceKept(0, 2, timeout=None)
     previous, addresses = None, []
     for k in range(1, 9):   # as ``grads = comm.allreduce_mean(...)`` in a loop: the old ``grads`` still lives
@@ -295,9 +298,7 @@ def test_a_loop_that_holds_the_previous_result_alternates_two_kept_sets(monkeypa
 
 
 def test_a_result_held_for_good_does_not_make_every_later_call_allocate(monkeypatch):
-    made = []
-    original = BucketPlan.empty
-    monkeypatch.setattr(BucketPlan, "empty", lambda self, **kw: made.append(1) or original(self, **kw))
+    made = _count_allocations(monkeypatch)
     comm = InPlaceKept(0, 2, timeout=None)
     kept_for_good = comm.allreduce_mean(_grads(0.5))  # e.g. the first step's gradients, kept for a report
     previous = None
