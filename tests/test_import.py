@@ -44,3 +44,12 @@ def test_import_cli_adds_nothing_heavy():
 def test_choosing_backend_without_cupy_installed_does_not_import_it():
     mods = _modules_after("import gpuad; gpuad.set_backend('numpy'); gpuad.xp.zeros(3)")
     assert not _top(mods) & {"cupy", "cupyx", "scipy", "matplotlib"}
+
+
+def test_documented_submodules_resolve_as_attributes():
+    # The README reaches these as ``gpuad.<name>`` after a bare ``import gpuad``.
+    names = ("nn", "testing", "random", "optim", "memory", "distributed", "checkpointing",
+             "serialization", "loss_scaling", "training", "training_gpt", "gpt", "data", "sweep")
+    code = "import gpuad\n" + "".join(f"assert gpuad.{n}.__name__ == 'gpuad.{n}'\n" for n in names)
+    mods = _modules_after(code)
+    assert {f"gpuad.{n}" for n in names} <= mods

@@ -88,6 +88,19 @@ class Linear(_Layer):
         return F.linear(x, *_params(params, self, ("w",), ("b",)))
 
 
+def _takes_fan_axes(fn):
+    """Whether the initialiser ``fn`` accepts ``in_axis`` and ``out_axis`` keywords."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    return "in_axis" in params and "out_axis" in params
+
+
 class Conv2d(_Layer):
     """2-D convolution over NCHW images (see :func:`gpuad.nn.functional.conv2d`).
 
@@ -99,6 +112,10 @@ class Conv2d(_Layer):
     padding : int or (int, int), default 0
     bias : bool, default True
     w_init : initialiser, default He normal over ``fan_in = C * kh * kw``
+        Called as ``w_init(key, (O, C, kh, kw), dtype, in_axis=1, out_axis=0)`` when it
+        takes ``in_axis`` and ``out_axis`` (every variance-scaling initialiser of
+        :mod:`gpuad.nn.initializers` does, so its fans are ``C*kh*kw`` and ``O*kh*kw``),
+        else as ``w_init(key, (O, C, kh, kw), dtype)``.
 
     Notes
     -----
@@ -119,10 +136,11 @@ class Conv2d(_Layer):
     def init(self, key, dtype="float32"):
         """Parameters ``{"w": (O, C, kh, kw)[, "b": (O,)]}`` on the key's device."""
         shape = (self.out_channels, self.in_channels) + self.kernel_size
-        if self.w_init is None:
-            w = init.he_normal(key, shape, dtype, in_axis=1, out_axis=0)
+        w_init = init.he_normal if self.w_init is None else self.w_init
+        if _takes_fan_axes(w_init):
+            w = w_init(key, shape, dtype, in_axis=1, out_axis=0)
         else:
-            w = self.w_init(key, shape, dtype)
+            w = w_init(key, shape, dtype)
         p = {"w": w}
         if self.bias:
             p["b"] = init.zeros(key, (self.out_channels,), dtype)

@@ -161,6 +161,23 @@ def test_initializer_statistics():
     assert nn.initializers.fans((8, 3, 5, 5), in_axis=1, out_axis=0) == (75, 200)
 
 
+def test_conv2d_variance_scaling_w_init_uses_conv_fans():
+    # (O, C, kh, kw) weights: fan_in = C*kh*kw, fan_out = O*kh*kw, whichever initialiser is given.
+    import functools
+
+    key = random.key(2, like=np.zeros(()))
+    o, c, k = 64, 48, 3
+    std = lambda layer: float(np.asarray(layer.init(key, "float64")["w"]).std())  # noqa: E731
+    assert abs(std(nn.Conv2d(c, o, k, w_init=nn.he_normal)) - math.sqrt(2 / (c * k * k))) < 0.002
+    a = math.sqrt(6 / ((c + o) * k * k))
+    assert abs(std(nn.Conv2d(c, o, k, w_init=nn.glorot_uniform)) - a / math.sqrt(3)) < 0.002
+    gained = functools.partial(nn.glorot_normal, gain=2.0)
+    assert abs(std(nn.Conv2d(c, o, k, w_init=gained)) - 2 * math.sqrt(2 / ((c + o) * k * k))) < 0.004
+    # An initialiser without fan axes is called with (key, shape, dtype) only.
+    w = nn.Conv2d(c, o, k, w_init=lambda key, shape, dtype: nn.initializers.ones(key, shape, dtype)).init(key)["w"]
+    assert np.asarray(w).shape == (o, c, k, k) and float(np.asarray(w).min()) == 1.0
+
+
 def test_embedding_values(backend):
     table = _r(5, 3)
     ids = np.array([[0, 4], [4, 2]])
