@@ -15,6 +15,7 @@ tape of its own.
 
 from __future__ import annotations
 
+import threading
 
 from . import _schedules as S
 from ._plan import STRATEGIES, ScheduleReport, plan_checkpoints  # noqa: F401  (re-exported)
@@ -105,7 +106,17 @@ class _Sequential:
         return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
 
     def backward(self, node, g):
-        return node.ans.backward(list(g))
+        # NOTE [one run per pullback]: the forward's ``_Run`` serves the first
+        # pullback; a later one (``vjp_fn`` called again, ``jacrev``'s rows,
+        # passes from other threads) reruns the schedule's forward sweep from
+        # the node's inputs on a fresh ``_Run`` -- recomputation, with the same
+        # replayed randomness -- since a run's snapshots and tapes are consumed.
+        run = node.ans
+        if not run.claim():
+            run = _Run(run.chain, list(node.args), run.live)
+            run.claim()
+            run.forward()
+        return run.backward(list(g))
 
     def process_jvp(self, trace, prim, primals, tangents, params):
         boxed = [p if t is None else JVPTracer(trace, p, t) for p, t in zip(primals, tangents)]
@@ -141,8 +152,13 @@ class _Run:
         self.measure = self.rep.profile is None
         self.debug = chain.debug
         self.hashes = {}
+        self._claimed = threading.Lock()
         if self.measure:
             self.cost = S.StepCost([0] * (self.l + 1), [0] * self.l, [0] * self.l, [0] * self.l)
+
+    def claim(self):
+        """Take this run for one backward sweep; false if another sweep took it."""
+        return self._claimed.acquire(blocking=False)
 
     # --- accounting -------------------------------------------------------------
     def _install(self):
@@ -219,24 +235,31 @@ class _Run:
         assert self.pos == i, (i, self.pos)
         trace = VJPTrace()
         chain = self.chain
-        step_inputs = []
+        # NOTE [segment keeps leaf nodes only]: a recorded segment remembers the
+        # leaf *nodes* of its input state and of each step's parameters, never
+        # the tracers: a tracer holds its primal, and keeping the boundary
+        # states x_i+1 .. x_j-1 alive would hold bytes the plain run frees
+        # (and ``gpuad.memory`` would not see them).
+        st = [trace.new_input(v) if _float_leaf(v) else v for v in self.state]
+        st_nodes = [v._node if isinstance(v, VJPTracer) else None for v in st]
+        p_nodes = []
         with new_trace(trace):
-            st = [trace.new_input(v) if _float_leaf(v) else v for v in self.state]
             for k in range(i, j):
                 a, b = chain.p_slices[k]
                 pb = [trace.new_input(v) if (self.live[a + m] and _float_leaf(v)) else v
                       for m, v in enumerate(self.leaves[a:b])]
-                step_inputs.append((st, pb))
+                p_nodes.append([v._node if isinstance(v, VJPTracer) else None for v in pb])
                 before = self._census(st) if self.measure else None
                 with _pushed(self._frame(k)):
                     st = _step(chain, k, st, pb)
+                pb = None
                 if self.measure:
-                    self._measure_step(k, before, step_inputs[-1][0], st)
+                    self._measure_step(k, before, st)
                 if self.debug:
                     self._check(k + 1, st)
         out = [o._primal if isinstance(o, VJPTracer) and o._trace is trace else o for o in st]
         refs = [(o._node, o._index) if isinstance(o, VJPTracer) and o._trace is trace else None for o in st]
-        self.tapes.append((i, j, step_inputs, refs))
+        self.tapes.append((i, j, st_nodes, p_nodes, refs))
         self.state, self.pos = out, j
         if self.measure and j == self.l:
             self._measure_state(j, out)
@@ -254,7 +277,7 @@ class _Run:
                 out[key] = (e[1] if e is not None else 0, nb)
         return self.acct.live, out
 
-    def _measure_step(self, k, before, ins, outs):
+    def _measure_step(self, k, before, outs):
         live0, census = before
         blocks = self.acct._blocks
         kin = new = 0
@@ -273,17 +296,16 @@ class _Run:
         cost.tape_bytes[k] = self.acct.live - live0 - new
 
     def _reverse(self, i, j):
-        ti, tj, step_inputs, refs = self.tapes.pop()
+        ti, tj, st_nodes, p_nodes, refs = self.tapes.pop()
         assert (ti, tj) == (i, j) and self.ct_pos == j, ((i, j), (ti, tj), self.ct_pos)
         roots = [(r, c) for r, c in zip(refs, self.ct) if r is not None and c is not None]
         grads = backward(roots, free=True) if roots else {}
-        for k, (st, pb) in zip(range(i, j), step_inputs):
+        for k, nodes in zip(range(i, j), p_nodes):
             a, _ = self.chain.p_slices[k]
-            for m, v in enumerate(pb):
-                if isinstance(v, VJPTracer):
-                    self.param_cts[a + m] = grads.get(v._node)
-        st0 = step_inputs[0][0]
-        self.ct = [grads.get(v._node) if isinstance(v, VJPTracer) else None for v in st0]
+            for m, node in enumerate(nodes):
+                if node is not None:
+                    self.param_cts[a + m] = grads.get(node)
+        self.ct = [None if node is None else grads.get(node) for node in st_nodes]
         self.ct_pos = i
 
     # --- the two sweeps -----------------------------------------------------------

@@ -59,6 +59,22 @@ class _Frame:
 
 _frames = contextvars.ContextVar("gpuad_checkpoint_frames", default=())
 
+# NOTE [uncounted ops]: a policy's saved outputs are matched to the ops of the
+# recomputation by their position in the segment.  Ops run inside
+# ``on_forward_only`` or inside the first call of ``replayed`` do not run
+# again when the segment is recomputed, so they take no position; each saved
+# output also carries its op's name, and a recomputation that reaches a
+# different op at that position raises instead of substituting a wrong value.
+_uncounted = contextvars.ContextVar("gpuad_checkpoint_uncounted", default=False)
+
+
+def _call_uncounted(fn, args, kwargs):
+    token = _uncounted.set(True)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _uncounted.reset(token)
+
 
 @contextlib.contextmanager
 def _pushed(frame):
@@ -91,7 +107,7 @@ def replayed(fn, *args, **kwargs):
             src = i
             break
     if src is None:
-        value = fn(*args, **kwargs)
+        value = _call_uncounted(fn, args, kwargs)
         record = frames
     else:
         f = frames[src]
@@ -118,7 +134,7 @@ def on_forward_only(fn, *args, **kwargs):
         raise TypeError(f"on_forward_only: fn must be callable, got {type(fn).__name__}: {fn!r:.60}")
     if is_recomputing():
         return None
-    return fn(*args, **kwargs)
+    return _call_uncounted(fn, args, kwargs)
 
 
 # ---------------------------------------------------------------- policies
@@ -166,10 +182,11 @@ class _SaveTrace(Trace):
     def process(self, prim, args, params):
         inner = [a._primal if isinstance(a, _Boxed) and a._trace is self else a for a in args]
         out = bind(prim, inner, params)
-        if prim.custom is None and self.policy(prim, inner):
-            plain = tuple(full_unbox(o) for o in out) if prim.multiple_results else full_unbox(out)
-            self.saved.append((self.n, plain))
-        self.n += 1
+        if not _uncounted.get():  # NOTE [uncounted ops]
+            if prim.custom is None and self.policy(prim, inner):
+                plain = tuple(full_unbox(o) for o in out) if prim.multiple_results else full_unbox(out)
+                self.saved.append((self.n, prim.name, plain))
+            self.n += 1
         if prim.multiple_results:
             return tuple(_Boxed(self, o) for o in out)
         return _Boxed(self, out)
@@ -186,10 +203,17 @@ class _ReplayTrace(_SaveTrace):
 
     def process(self, prim, args, params):
         inner = [a._primal if isinstance(a, _Boxed) and a._trace is self else a for a in args]
-        if self.saved and self.saved[0][0] == self.n:
-            _, value = self.saved.pop(0)
-            prim = _stand_in(prim, value)
-        self.n += 1
+        if not _uncounted.get():  # NOTE [uncounted ops]
+            if self.saved and self.saved[0][0] == self.n:
+                _, name, value = self.saved.pop(0)
+                if name != prim.name:
+                    raise RuntimeError(
+                        f"checkpoint: recomputing the segment reached {prim.name!r} where the first run "
+                        f"saved the output of {name!r} (op {self.n}); a checkpointed segment must run the "
+                        "same ops when it is recomputed (route state updates through on_forward_only and "
+                        "impure reads through replayed)")
+                prim = _stand_in(prim, value)
+            self.n += 1
         out = bind(prim, inner, params)
         if prim.multiple_results:
             return tuple(_Boxed(self, o) for o in out)
@@ -257,7 +281,7 @@ class _Checkpoint:
 
     Its tape node keeps the segment's inputs (``node.args``) and, as
     ``node.ans``, the pair ``(saved, log)``: the policy's saved outputs
-    ``[(op index, plain array)]`` and the values logged by :func:`replayed`.
+    ``[(op index, op name, plain array)]`` and the values logged by :func:`replayed`.
     """
 
     is_checkpoint = True
@@ -287,7 +311,7 @@ class _Checkpoint:
     def residual_arrays(self, node):
         arrays = [a for a in node.args if hasattr(a, "shape") and not isinstance(a, Spec)]
         saved, log = node.ans if node.ans is not None else ((), ())
-        for _, v in saved:
+        for _, _, v in saved:
             arrays.extend(v if isinstance(v, tuple) else (v,))
         arrays.extend(leaf for leaf in tree_flatten(list(log))[0] if hasattr(leaf, "shape"))
         return arrays

@@ -104,6 +104,41 @@ def test_policy_keeps_chosen_values():
     np.testing.assert_allclose(g, gpuad.grad(lambda x: xp.sum(seg(x, w)))(x), rtol=1e-15)
 
 
+def test_policy_with_forward_only_ops_and_a_path_that_changes():
+    # NOTE [uncounted ops]: ops inside on_forward_only/replayed take no position, so the saved
+    # matmul outputs land on the matmuls; a recomputation that takes another path raises.
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
+    stats = []
+
+    def updates_stats(x, w):
+        h = x * 2.0
+        on_forward_only(lambda: stats.append(xp.mean(h)))
+        return xp.sum(xp.sin(xp.tanh(h @ w) @ w))
+
+    def reads_host(x, w):
+        h = x * 2.0
+        h = h + replayed(lambda: float(xp.sum(h)) * 0.0)  # an impure read (a host value)
+        return xp.sum(xp.sin(xp.tanh(h @ w) @ w))
+
+    for f in (updates_stats, reads_host):
+        kept = gpuad.checkpoint(f, policy=save_only("matmul"))
+        got = gpuad.grad(kept, argnums=(0, 1))(x, w)
+        want = gpuad.grad(f, argnums=(0, 1))(x, w)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    assert len(stats) == 2
+
+    def wandering(x, w):
+        h = x * 2.0
+        if not is_recomputing():
+            h = h + xp.mean(h) * 0.0
+        return xp.sum(xp.sin(xp.tanh(h @ w) @ w))
+
+    with pytest.raises(RuntimeError, match="same ops when it is recomputed"):
+        gpuad.grad(gpuad.checkpoint(wandering, policy=save_only("matmul")))(x, w)
+
+
 class Counter:
     """A deterministic 'random' source: each draw advances a global counter."""
 
