@@ -96,7 +96,8 @@ def plan_checkpoints(steps, *, strategy="auto", segments=None, snapshots=None, b
         ``ceil(log2 l)``, at least 1).
     budget_bytes : int, optional
         Bound on the peak bytes (input, parameters, snapshots and tapes);
-        ``"optimal"`` needs it.
+        ``"optimal"`` needs it, ``"auto"`` uses it, the other strategies
+        refuse it.
     profile : StepCost, optional
         Cost model, e.g. ``report.profile`` of an earlier run; gives
         ``predicted_peak_bytes``.  ``"optimal"`` (and ``"auto"`` with a
@@ -131,6 +132,10 @@ def plan_checkpoints(steps, *, strategy="auto", segments=None, snapshots=None, b
     if snapshots is not None and strategy not in ("revolve", "bisection"):
         raise ValueError(f"checkpoint_sequential: snapshots={snapshots!r} is only used by strategies 'revolve' "
                          f"and 'bisection', not {strategy!r}")
+    if budget_bytes is not None and strategy not in ("optimal", "auto"):
+        raise ValueError(f"checkpoint_sequential: budget_bytes={budget_bytes!r} is only used by strategies "
+                         f"'optimal' and 'auto', not {strategy!r} (whose memory follows from its segments or "
+                         "snapshots; see ScheduleReport.predicted_peak_bytes)")
     if profile is not None and len(profile.tape_bytes) != l:
         raise ValueError(f"plan_checkpoints: the profile has {len(profile.tape_bytes)} steps, the chain {l}")
     rep = ScheduleReport(strategy=strategy, steps=l, budget_bytes=budget_bytes, profile=profile,

@@ -19,7 +19,7 @@ import threading
 
 from . import _schedules as S
 from ._plan import STRATEGIES, ScheduleReport, plan_checkpoints  # noqa: F401  (re-exported)
-from ._core import bind, new_trace
+from ._core import Tracer, bind, new_trace
 from ._dtypes import is_floating
 from ._forward import JVPTracer
 from ._registry import Primitive, Spec
@@ -87,7 +87,10 @@ class _Sequential:
         self.prim.custom = self
 
     def _impl(self, xp, *leaves, chain):
-        return tuple(_plain_chain(chain, leaves))
+        outs = tuple(_plain_chain(chain, leaves))
+        if any(isinstance(o, Tracer) for o in outs):  # a step read a traced value from its closure
+            _leaked(outs, None, "checkpoint_sequential", _CLOSURE_HINT)
+        return outs
 
     def residual_arrays(self, node):
         arrays = [a for a in node.args if hasattr(a, "shape") and not isinstance(a, Spec)]
@@ -101,7 +104,7 @@ class _Sequential:
         chain = params["chain"]
         run = _Run(chain, list(primals), [p is not None for p in parents])
         outs = run.forward()
-        _leaked(outs, trace, "checkpoint_sequential")
+        _leaked(outs, trace, "checkpoint_sequential", _CLOSURE_HINT)
         node = recorded(Node(prim, parents, tuple(primals), run, params, tuple(Spec(o) for o in outs)))
         return tuple(VJPTracer(trace, o, node, i) for i, o in enumerate(outs))
 
@@ -124,6 +127,7 @@ class _Sequential:
 
 
 _SEQ = _Sequential()
+_CLOSURE_HINT = "e.g. a step (lambda w, h: ..., w) with w as its params"
 
 
 def _float_leaf(v):
@@ -417,9 +421,9 @@ def checkpoint_sequential(fns, x, *, strategy="auto", segments=None, snapshots=N
     segments, snapshots : int, optional
     budget_bytes : int, optional
         Bound on the peak bytes counted by ``gpuad.memory`` (input,
-        parameters, snapshots and tapes).  Needed by "optimal"; a budget no
-        schedule meets raises a ``ValueError`` giving the smallest feasible
-        one.
+        parameters, snapshots and tapes).  Needed by "optimal", used by
+        "auto", refused by the other strategies; a budget no schedule meets
+        raises a ``ValueError`` giving the smallest feasible one.
     profile : StepCost, optional
         A cost model (``report.profile`` of an earlier run).  Without it,
         "optimal" and "auto" with a budget first run a profiling pass

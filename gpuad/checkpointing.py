@@ -254,13 +254,14 @@ def _vjp_free(fun, xs, cts):
     return [grads.get(b._node) for b in boxed]
 
 
-def _leaked(outs, trace, who):
+def _leaked(outs, trace, who, hint="e.g. checkpoint(lambda x, w: ...)(x, w)"):
     for o in outs:
         if isinstance(o, Tracer) and (trace is None or o._trace.level >= trace.level):
+            kind = {"JVPTrace": "jvp", "VJPTrace": "grad/vjp"}.get(type(o._trace).__name__, "gpuad")
             raise ValueError(
                 f"{who}: the function reads a value that is being differentiated from its closure "
-                "(a tracer of an enclosing grad/vjp). Pass every differentiable value as an argument, "
-                "e.g. checkpoint(lambda x, w: ...)(x, w)"
+                f"(a tracer of an enclosing {kind} transform), which the segment could not recompute. "
+                f"Pass every differentiable value as an argument, {hint}"
             )
 
 

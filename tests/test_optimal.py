@@ -292,6 +292,12 @@ def test_auto_and_bad_arguments():
         plan_checkpoints(10, strategy="optimal", budget_bytes=10 ** 7)
     with pytest.raises(ValueError, match="budget_bytes must be a non-negative int"):
         plan_checkpoints(10, budget_bytes=1.5)
+    for strategy in ("none", "uniform", "revolve", "bisection"):  # never silently ignored
+        with pytest.raises(ValueError, match=f"budget_bytes=10 is only used by .* not '{strategy}'"):
+            plan_checkpoints(10, strategy=strategy, budget_bytes=10, profile=cost)
+        with pytest.raises(ValueError, match="only used by strategies 'optimal' and 'auto'"):
+            gpuad.grad(lambda x: xp.sum(checkpoint_sequential([xp.tanh] * 3, x, strategy=strategy,
+                                                              budget_bytes=10)))(np.ones(3))
 
 
 def test_bisection_against_revolve():

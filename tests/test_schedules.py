@@ -210,6 +210,20 @@ def test_bad_input():
         plan_checkpoints(0)
 
 
+@pytest.mark.parametrize("transform", ["grad", "jvp"])
+def test_step_closing_over_a_traced_value_is_an_error(transform):
+    # Whether or not x itself is differentiated (x constant: the chain had run unchecked).
+    x, w = np.ones(3), np.full(3, 0.5)
+
+    def loss(w):
+        return xp.sum(checkpoint_sequential([lambda h: xp.sin(h * w)] + [xp.tanh] * 4, x,
+                                            strategy="revolve", snapshots=2))
+
+    kind = "grad/vjp" if transform == "grad" else "jvp"
+    with pytest.raises(ValueError, match=f"closure \\(a tracer of an enclosing {kind} transform.*as its params"):
+        gpuad.grad(loss)(w) if transform == "grad" else gpuad.jvp(loss, (w,), (w,))
+
+
 @pytest.mark.parametrize("strategy", ["none", "uniform", "revolve", "bisection"])
 def test_vjp_fn_pulls_back_again_and_jacrev(strategy):
     # A second pullback reruns the schedule (NOTE [one run per pullback]).
