@@ -47,17 +47,43 @@ def memory_stats():
 def buffer_of(x):
     """``(key, nbytes, owner)`` of the memory block that array ``x`` lives in.
 
-    Views are followed through ``.base`` to the ndarray that owns the data, so
-    two views of one array report the same key (``id`` of the owner) and the
-    owner's full size.  ``owner`` is the object to watch (weakref) for the
-    block's release.  Used by ``gpuad.memory`` to count an aliased buffer once.
+    Views are followed through ``.base`` to the object that owns the data:
+    an ndarray, or a foreign buffer under ``np.frombuffer`` (through the
+    memoryview to its ``bytearray``/``mmap``/``bytes``) or ``as_strided``
+    (through its interface object to the array it strides over).  Two views
+    of one block report the same key (``id`` of the owner) and the owner's
+    full size.  ``owner`` is the object to watch (weakref, where it allows
+    one) for the block's release.  Used by ``gpuad.memory`` to count an
+    aliased buffer once.
     """
     import numpy
 
-    owner = x
-    while isinstance(getattr(owner, "base", None), numpy.ndarray):
-        owner = owner.base
-    return id(owner), int(owner.nbytes), owner
+    arr = x
+    while isinstance(getattr(arr, "base", None), numpy.ndarray):
+        arr = arr.base
+    owner, nbytes = arr, int(arr.nbytes)
+    foreign = arr.base
+    for _ in range(32):  # a foreign chain: interface objects, memoryviews, the buffer itself
+        if foreign is None:
+            break
+        owner = foreign
+        if isinstance(foreign, numpy.ndarray):
+            while isinstance(getattr(owner, "base", None), numpy.ndarray):
+                owner = owner.base
+            nbytes = int(owner.nbytes)
+            foreign = owner.base
+            continue
+        if isinstance(foreign, memoryview):
+            nbytes = max(nbytes, foreign.nbytes)
+            foreign = foreign.obj
+            continue
+        try:
+            with memoryview(foreign) as view:
+                nbytes = max(nbytes, view.nbytes)
+        except TypeError:
+            pass
+        foreign = getattr(foreign, "base", None)
+    return id(owner), nbytes, owner
 
 
 def register_overrides(ns):

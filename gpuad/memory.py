@@ -342,7 +342,7 @@ def track():
     try:
         yield rep
     finally:
-        set_tape_observer(acc.prev)
+        _unlink(acc)
         final = acc.report()
         for name in final.__dataclass_fields__:
             setattr(rep, name, getattr(final, name))
@@ -364,9 +364,29 @@ def disable():
     """Remove the accountant installed by :func:`enable`."""
     global _global
     if _global is not None:
-        if get_tape_observer() is _global:
-            set_tape_observer(_global.prev)
+        _unlink(_global)
         _global = None
+
+
+def _unlink(acc):
+    """Take ``acc`` out of the observer chain, wherever it sits in it.
+
+    # NOTE [observer chain]: accountants form a chain through ``prev``
+    # (``track`` blocks and the global one of ``enable`` nest in any order);
+    # ending one removes exactly that one, so ``disable()`` inside a
+    # ``track`` block or a ``track`` block around ``enable()`` leaves the
+    # others installed.
+    """
+    obs = get_tape_observer()
+    if obs is acc:
+        set_tape_observer(acc.prev)
+        return
+    while obs is not None:
+        nxt = getattr(obs, "prev", None)
+        if nxt is acc:
+            obs.prev = acc.prev
+            return
+        obs = nxt
 
 
 def live_bytes():

@@ -52,6 +52,21 @@ def test_nbytes_of_resolves_views():
     assert k1 == k2 and n1 == n2 == 96
 
 
+def test_nbytes_of_follows_foreign_buffers():
+    # as_strided (an interface object over x) and np.frombuffer views of one bytearray
+    x = np.arange(12.0)
+    strided = np.lib.stride_tricks.as_strided(x, shape=(3,), strides=(32,))
+    assert nbytes_of(strided)[:2] == nbytes_of(x)[:2]
+    raw = bytearray(96)
+    a, b = np.frombuffer(raw), np.frombuffer(raw, count=4)[1:]
+    assert nbytes_of(a)[:2] == nbytes_of(b)[:2] == (id(raw), 96)
+
+    with track() as rep:
+        y = np.frombuffer(raw)
+        gpuad.grad(lambda y: xp.sum(xp.sin(y)) + xp.sum(y[1:4] * b))(y)
+    assert rep.peak_bytes == 96  # sin keeps y, multiply keeps y[1:4] and b: one block
+
+
 def test_unpulled_vjp_tape_released_when_collected():
     x = np.linspace(0.0, 1.0, N)
     with track() as rep:
@@ -94,6 +109,24 @@ def test_enable_disable_and_report():
         gpuad.memory.disable()
     assert gpuad.memory.live_bytes() == 0
     assert gpuad._reverse.get_tape_observer() is None
+
+
+def test_enable_and_track_nest_in_any_order():
+    # NOTE [observer chain]: ending one accountant removes that one only.
+    obs = gpuad._reverse.get_tape_observer
+    gpuad.memory.enable()
+    with track():
+        gpuad.memory.disable()
+    assert obs() is None and gpuad.memory.current() is None
+    with track() as rep:
+        acc = gpuad.memory.enable()
+    try:
+        assert obs() is acc and acc.prev is None
+        gpuad.grad(lambda x: xp.sum(xp.exp(x)))(np.ones(N))
+        assert gpuad.memory.report().peak_bytes == 8 * N and rep.peak_bytes == 0
+    finally:
+        gpuad.memory.disable()
+    assert obs() is None
 
 
 @pytest.mark.gpu
