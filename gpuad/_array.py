@@ -37,6 +37,47 @@ def _no_dlpack(self, *args, **kwargs):
     raise TypeError("a traced gpuad value cannot be exported through DLPack; use gpuad.stop_gradient(x) first")
 
 
+# NOTE [no silent stores]: ``float(t)`` reads a traced value for control flow
+# and is not differentiated.  NumPy uses the same ``__float__`` when a tracer
+# is written into an element of a plain array (``z = np.zeros(3); z[0] =
+# t``), which would silently drop the derivative; so a floating tracer
+# refuses ``__float__``/``__complex__`` when the calling Python frame is
+# executing a subscript store.  (``co_code`` is the unspecialised bytecode and
+# ``f_lasti`` the byte offset of the current instruction on 3.10-3.13.)
+_STORES = None
+
+
+def _storing(frame):
+    global _STORES
+    if _STORES is None:
+        import dis
+
+        _STORES = frozenset(dis.opmap[n] for n in ("STORE_SUBSCR", "STORE_SLICE") if n in dis.opmap)
+    code = frame.f_code.co_code
+    i = frame.f_lasti
+    return 0 <= i < len(code) and code[i] in _STORES
+
+
+def _to_python(convert, name):
+    def method(self):
+        import sys
+
+        from ._dtypes import is_floating
+
+        value = full_unbox(self)
+        if is_floating(self.dtype) and _storing(sys._getframe(1)):
+            raise TypeError(
+                f"a traced gpuad value (shape {tuple(self.shape)}, dtype {self.dtype}) is being stored into "
+                f"an element of a plain array through {name}(), which would drop its derivative; create the "
+                "array from the traced values (gpuad.xp.zeros_like(x), then x[i] = ..., or xp.stack/"
+                "xp.concat), or store gpuad.stop_gradient(value) to drop the derivative on purpose"
+            )
+        return convert(value)
+
+    method.__name__ = f"__{name}__"
+    return method
+
+
 def _setitem(self, key, value):
     # NOTE [functional setitem]: ``x[k] = v`` rebinds this tracer to a new
     # value, index_set(x, v); arrays recorded earlier (residuals of other
@@ -108,11 +149,11 @@ _methods = {
     "__eq__": ops.equal, "__ne__": ops.not_equal,
     "__lt__": ops.less, "__le__": ops.less_equal, "__gt__": ops.greater, "__ge__": ops.greater_equal,
     "__getitem__": ops.getitem, "__setitem__": _setitem,
-    "__float__": lambda self: float(full_unbox(self)),
+    "__float__": _to_python(float, "float"),
     "__int__": lambda self: int(full_unbox(self)),
     "__bool__": lambda self: bool(full_unbox(self)),
     "__index__": lambda self: full_unbox(self).__index__(),
-    "__complex__": lambda self: complex(full_unbox(self)),
+    "__complex__": _to_python(complex, "complex"),
     "__iter__": _iter, "__len__": _len, "__repr__": _repr,
 }
 

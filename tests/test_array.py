@@ -124,6 +124,36 @@ def test_float_bool_int_read_values(backend):
     assert vals == {"f": 1.5, "b": True, "i": 3}
 
 
+def test_storing_a_traced_value_into_a_plain_array_is_refused():
+    # NOTE [no silent stores]: NumPy's element store calls __float__, which would drop the derivative.
+    import array
+
+    def into_numpy(a):
+        z = np.zeros(3)
+        z[0] = a[1]
+        return xp.sum(z * a)
+
+    def into_stdlib(a):
+        z = array.array("d", [0.0])
+        z[0] = a[1]
+        return xp.sum(a)
+
+    a = np.array([0.3, -1.2, 2.0])
+    with pytest.raises(ValueError) as info:
+        gpuad.grad(into_numpy)(a)
+    assert "would drop its derivative" in str(info.value.__cause__)
+    with pytest.raises(TypeError, match=r"stored into an element of a plain array through float\(\)"):
+        gpuad.jvp(into_stdlib, (a,), (a,))
+
+    def on_purpose(a):
+        z = np.zeros(3)
+        z[0] = gpuad.stop_gradient(a[1])       # explicit: no derivative through z
+        z[1] = int(xp.argmax(a))                # an integer value carries none anyway
+        return xp.sum(z * a) + float(a[2])      # float() for a value stays allowed
+
+    np.testing.assert_array_equal(gpuad.grad(on_purpose)(a), [-1.2, 2.0, 0.0])
+
+
 def test_iteration_and_len(backend):
     def f(x):
         assert len(x) == 3
