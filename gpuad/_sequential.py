@@ -52,11 +52,21 @@ class _Chain:
 
 def _step(chain, k, state_leaves, p_leaves):
     x = tree_unflatten(chain.state_tds[k], list(state_leaves))
-    if chain.has_params[k]:
-        y = chain.fns[k](tree_unflatten(chain.p_tds[k], list(p_leaves)), x)
-    else:
-        y = chain.fns[k](x)
+    fn = chain.fns[k]
+    try:
+        if chain.has_params[k]:
+            y = fn(tree_unflatten(chain.p_tds[k], list(p_leaves)), x)
+        else:
+            y = fn(x)
+    except Exception as e:
+        if hasattr(e, "add_note"):  # Python 3.11+: the traceback says which step failed
+            e.add_note(f"(in checkpoint_sequential, step {k}: {getattr(fn, '__name__', type(fn).__name__)})")
+        raise
     leaves, td = tree_flatten(y)
+    for leaf in leaves:
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            raise TypeError(f"checkpoint_sequential: step {k} returned a state with a {type(leaf).__name__} "
+                            f"leaf ({leaf!r:.40}); states are pytrees of arrays")
     if len(chain.state_tds) == k + 1:
         chain.state_tds.append(td)
     elif chain.state_tds[k + 1] != td:

@@ -208,6 +208,12 @@ def test_bad_input():
         checkpoint_sequential([lambda x: x, 3], x)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         plan_checkpoints(0)
+    with pytest.raises(TypeError, match="step 0 returned a state with a str leaf"):
+        gpuad.grad(lambda x: xp.sum(checkpoint_sequential([lambda h: (h * 2, "tag")], x)[0]))(x)
+    with pytest.raises(ValueError, match="matmul") as info:
+        gpuad.grad(lambda x: xp.sum(checkpoint_sequential([xp.tanh, lambda h: h @ np.ones((3, 3))], x)))(x)
+    if hasattr(info.value, "add_note"):
+        assert "checkpoint_sequential, step 1" in "".join(info.value.__notes__)
 
 
 @pytest.mark.parametrize("transform", ["grad", "jvp"])
