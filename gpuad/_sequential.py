@@ -5,12 +5,17 @@ The whole chain is one primitive (NOTE [checkpoint is a primitive] in
 (``gpuad._schedules``) and its backward the rest, recording each step on a
 tape of its own.
 
-# NOTE [bitwise equal schedules]: every strategy gives bitwise-identical
-# gradients because each step is recorded with its own input leaves (state
-# and parameters): a step's cotangents are summed inside that step only, in
-# the engine's order, whichever segment it is recorded in, and the state's
-# cotangent crosses a step boundary unchanged.  Advanced and recorded runs
-# apply the same implementations to the same inputs.
+# NOTE [bitwise equal schedules]: every strategy gives first-order
+# gradients bitwise identical to each other and to the plain loop, because
+# each step is recorded with its own input leaves (state and parameters): a
+# step's cotangents are summed inside that step only, in the engine's order,
+# whichever segment it is recorded in, and the state's cotangent crosses a
+# step boundary unchanged; a value used by several steps is summed in the
+# plain run's order (NOTE [tied parameters]).  Advanced and recorded runs
+# apply the same implementations to the same inputs.  Not bitwise, but equal
+# to rounding (a reassociated sum): a value used several times inside one
+# step *and* by other steps, one also used outside the chain, and second
+# order (``grad(grad(...))``), where the outer tape sees the recomputation.
 """
 
 from __future__ import annotations
@@ -129,11 +134,37 @@ class _Sequential:
             run = _Run(run.chain, list(node.args), run.live)
             run.claim()
             run.forward()
-        return run.backward(list(g))
+        return _merge_tied(node.parents, run.backward(list(g)))
 
     def process_jvp(self, trace, prim, primals, tangents, params):
         boxed = [p if t is None else JVPTracer(trace, p, t) for p, t in zip(primals, tangents)]
         return tuple(_plain_chain(params["chain"], boxed))
+
+
+def _merge_tied(parents, cts):
+    """Sum the cotangents of inputs that are one value (tied parameters) as the plain run would.
+
+    # NOTE [tied parameters]: a value given to several steps (the same
+    # weights in every step of an RNN-like chain, or ``x`` also a step's
+    # parameter) is one leaf per use here.  The plain run accumulates its
+    # uses newest first: ``((g_l + g_l-1) + ...) + g_1``; so are these,
+    # later steps (higher leaf indices) first, into the first use's slot,
+    # which makes a chain whose steps use a tied value once each bitwise
+    # equal to the plain loop.
+    """
+    uses = {}
+    for i, p in enumerate(parents):
+        if p is not None and cts[i] is not None:
+            uses.setdefault(p if type(p) is tuple else (p, 0), []).append(i)
+    for idx in uses.values():
+        if len(idx) > 1:
+            total = cts[idx[-1]]
+            for i in reversed(idx[:-1]):
+                total = total + cts[i]
+            for i in idx:
+                cts[i] = None
+            cts[idx[0]] = total
+    return cts
 
 
 _SEQ = _Sequential()
@@ -449,8 +480,9 @@ def checkpoint_sequential(fns, x, *, strategy="auto", segments=None, snapshots=N
     -------
     pytree
         ``x_l``, differentiable (its :class:`ScheduleReport`, completed by
-        the backward pass, is :func:`last_report`); gradients are bitwise equal across
-        strategies (NOTE [bitwise equal schedules]).  The tape node keeps
+        the backward pass, is :func:`last_report`); first-order gradients are
+        bitwise equal across strategies and to the plain loop (NOTE [bitwise
+        equal schedules] says when they are only equal to rounding).  The tape node keeps
         ``x``, the parameters and the snapshots (recorded as checkpoint
         snapshot bytes in ``gpuad.memory``).
     """

@@ -231,6 +231,27 @@ def test_step_closing_over_a_traced_value_is_an_error(transform):
 
 
 @pytest.mark.parametrize("strategy", ["none", "uniform", "revolve", "bisection"])
+def test_tied_weights_bitwise_equal_to_the_plain_loop(strategy):
+    # NOTE [tied parameters]: the same w in every step, summed newest first as the plain run does.
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(4, 5)), rng.normal(size=(5, 5)) / 3
+
+    def rnn_step(w, h):
+        return xp.tanh(h @ w)
+
+    def plain(x, w):
+        for _ in range(6):
+            x = rnn_step(w, x)
+        return xp.sum(x ** 2)
+
+    def chained(x, w):
+        return xp.sum(checkpoint_sequential([(rnn_step, w)] * 6, x, strategy=strategy) ** 2)
+
+    for a, b in zip(gpuad.grad(chained, (0, 1))(x, w), gpuad.grad(plain, (0, 1))(x, w)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("strategy", ["none", "uniform", "revolve", "bisection"])
 def test_vjp_fn_pulls_back_again_and_jacrev(strategy):
     # A second pullback reruns the schedule (NOTE [one run per pullback]).
     x, w = np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0])
