@@ -65,7 +65,7 @@ def profile_chain(run_step, p_slices, x_leaves, leaves, live, frames):
 
     leaves = [full_unbox(v) for v in leaves]
     l = len(p_slices)
-    cost = S.StepCost([0] * (l + 1), [0] * l, [0] * l, [0] * l, [0.0] * l)
+    cost = S.StepCost([0] * (l + 1), [0] * l, [0] * l, [0] * l, [0.0] * l, same_block=[False] * (l + 1))
     cost.base_bytes = sum(_blocks(leaves).values())
     state = [full_unbox(v) for v in x_leaves]
     cost.state_bytes[0] = sum(_blocks(state).values())
@@ -99,7 +99,9 @@ def profile_chain(run_step, p_slices, x_leaves, leaves, live, frames):
             cost.input_kept[k] = kin
             cost.output_kept[k] = sum(nb for key, nb in _blocks(outs).items() if key in acct._blocks)
             cost.tape_bytes[k] = acct.live - live0 - new
-            cost.state_bytes[k + 1] = sum(_blocks(outs).values())
+            out_blocks = _blocks(outs)
+            cost.state_bytes[k + 1] = sum(out_blocks.values())
+            cost.same_block[k + 1] = bool(out_blocks) and out_blocks.keys() <= ins.keys()
             del trace, st, pb, out
             state = outs
     finally:

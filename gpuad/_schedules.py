@@ -191,6 +191,10 @@ class StepCost:
         Per step: time of one advance.
     base_bytes : int
         Bytes held throughout (the input and the parameters).
+    same_block : list of bool
+        ``l + 1`` entries (or empty: none): ``same_block[i]`` when every
+        array of ``x_i`` lives in a memory block of ``x_{i-1}`` (a step
+        returning its input, a view or reshape of it): NOTE [aliased states].
     """
 
     state_bytes: list
@@ -199,6 +203,7 @@ class StepCost:
     output_kept: list
     seconds: list = field(default_factory=list)
     base_bytes: int = 0
+    same_block: list = field(default_factory=list)
 
 
 def simulate(actions, cost):
@@ -221,8 +226,16 @@ def simulate(actions, cost):
 # union.  ``gpuad._optimal`` plans with the same model.
 
 
+# NOTE [aliased states]: a step may return its input's memory (itself, a
+# view, a reshape).  The accountant then sees one block where the model has
+# two states, so states are grouped: ``x_i`` joins ``x_{i-1}``'s group when
+# ``same_block[i]``, and a group counts the largest part any holder of any
+# of its states keeps, once.  (A state that shares only part of its memory
+# with the previous one is still counted apart: over-counted, never under.)
+
+
 class _Memory:
-    """Live bytes of a schedule's holders (NOTE [block model])."""
+    """Live bytes of a schedule's holders (NOTE [block model], NOTE [aliased states])."""
 
     def __init__(self, cost):
         self.c = cost
@@ -232,8 +245,16 @@ class _Memory:
         self.taped = [False] * n
         self.live = cost.base_bytes
         self.tapes = []
+        same = list(cost.same_block) or [False] * (n + 1)
+        self.group = list(range(n + 1))   # the first state of each state's group
+        for i in range(1, n + 1):
+            if same[i]:
+                self.group[i] = self.group[i - 1]
+        self.members = {}
+        for i, g in enumerate(self.group):
+            self.members.setdefault(g, []).append(i)
 
-    def held(self, i):
+    def _state(self, i):
         c = self.c
         h = c.state_bytes[i] if self.snap[i] else 0
         if i > 0 and self.taped[i - 1]:
@@ -241,6 +262,11 @@ class _Memory:
         if i < len(self.taped) and self.taped[i]:
             h = max(h, c.input_kept[i])
         return h
+
+    def held(self, *states):
+        """Bytes held of the groups of ``states`` (each group once)."""
+        groups = {self.group[i] for i in states}
+        return sum(max(self._state(m) for m in self.members[g]) for g in groups)
 
     def _set(self, arr, i, k, value):
         before = self.held(i)
@@ -259,16 +285,16 @@ class _Memory:
             elif kind == "tape":
                 i, j = act[1], act[2]
                 for k in range(i, j):
-                    before = self.held(k) + self.held(k + 1)
+                    before = self.held(k, k + 1)
                     self.taped[k] = True
-                    self.live += self.held(k) + self.held(k + 1) - before + own_bytes(c, k)
+                    self.live += self.held(k, k + 1) - before + own_bytes(c, k)
                 self.tapes.append((i, j))
             elif kind == "reverse":
                 i, j = self.tapes.pop()
                 for k in range(j - 1, i - 1, -1):
-                    before = self.held(k) + self.held(k + 1)
+                    before = self.held(k, k + 1)
                     self.taped[k] = False
-                    self.live += self.held(k) + self.held(k + 1) - before - own_bytes(c, k)
+                    self.live += self.held(k, k + 1) - before - own_bytes(c, k)
             if self.live > peak:
                 peak = self.live
         return peak

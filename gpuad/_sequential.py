@@ -171,6 +171,14 @@ _SEQ = _Sequential()
 _CLOSURE_HINT = "e.g. a step (lambda w, h: ..., w) with w as its params"
 
 
+def _same_blocks(state, prev):
+    """Whether every array of ``state`` lives in a memory block of ``prev`` (NOTE [aliased states])."""
+    from .memory import nbytes_of
+
+    new = {nbytes_of(a)[0] for a in state if hasattr(a, "shape")}
+    return bool(new) and new <= {nbytes_of(a)[0] for a in prev if hasattr(a, "shape")}
+
+
 def _float_leaf(v):
     return hasattr(v, "dtype") and hasattr(v, "shape") and is_floating(v.dtype)
 
@@ -199,7 +207,8 @@ class _Run:
         self.hashes = {}
         self._claimed = threading.Lock()
         if self.measure:
-            self.cost = S.StepCost([0] * (self.l + 1), [0] * self.l, [0] * self.l, [0] * self.l)
+            self.cost = S.StepCost([0] * (self.l + 1), [0] * self.l, [0] * self.l, [0] * self.l,
+                                   same_block=[False] * (self.l + 1))
 
     def claim(self):
         """Take this run for one backward sweep; false if another sweep took it."""
@@ -225,12 +234,14 @@ class _Run:
             assert self.pos == i, (act, self.pos)
             st = self.state
             for k in range(i, j):
+                prev = st
                 with _pushed(self._frame(k)):
                     st = _step(self.chain, k, st, _params(self.chain, self.leaves, k))
                 if self.debug:
                     self._check(k + 1, st)
                 if self.measure:
                     self._measure_state(k + 1, st)
+                    self.cost.same_block[k + 1] = _same_blocks(st, prev)
             self.state, self.pos = st, j
             self.advances += j - i
         elif kind == "snapshot":
@@ -333,8 +344,9 @@ class _Run:
                 if holders == 0:
                     new += nb
         out_blocks = self._census(outs)[1]
-        kout = sum(nb for key, (h, nb) in out_blocks.items() if h > 0)
         cost = self.cost
+        cost.same_block[k + 1] = bool(out_blocks) and out_blocks.keys() <= census.keys()
+        kout = 0 if cost.same_block[k + 1] else sum(nb for key, (h, nb) in out_blocks.items() if h > 0)
         cost.state_bytes[k + 1] = sum(nb for _, nb in out_blocks.values())
         cost.input_kept[k] = kin
         cost.output_kept[k] = kout

@@ -294,3 +294,23 @@ def test_recorded_segment_frees_its_boundary_states():
     plain = peak(lambda x: xp.sum(functools.reduce(lambda h, f: f(h), fns, x)))
     chained = peak(lambda x: xp.sum(checkpoint_sequential(fns, x, strategy="none")))
     assert chained <= plain + 2, (chained, plain)
+
+
+@pytest.mark.parametrize("steps", [
+    [lambda h: h, xp.tanh, lambda h: h, xp.tanh, lambda h: h],                       # identity
+    [xp.tanh, lambda h: h[:], xp.tanh],                                              # a view
+    [xp.tanh, lambda h: xp.reshape(h, (8, 8)), xp.tanh, lambda h: xp.reshape(h, (64,))],
+    [xp.tanh, lambda h: (h, h), lambda t: xp.tanh(t[0]) * t[1]],                      # one array twice
+], ids=["identity", "view", "reshape", "tuple"])
+def test_steps_returning_their_input_memory_are_predicted_exactly(steps):
+    # NOTE [aliased states]: x_{i+1} in x_i's block is one block for the model too; debug=True
+    # (predicted peak within 5% of the measured one) used to fail here on a double count.
+    x = np.ones(64)
+    for strategy, kw in (("none", {}), ("uniform", {}), ("revolve", {}), ("bisection", {})):
+        gpuad.grad(lambda x: xp.sum(checkpoint_sequential(steps, x, strategy=strategy, debug=True, **kw)))(x)
+        rep = last_report()
+        assert rep.predicted_peak_bytes == rep.actual_peak_bytes, (strategy, rep)
+    floor = S.min_feasible_peak(rep.profile)
+    for budget in (floor, 10 ** 6):
+        gpuad.grad(lambda x: xp.sum(checkpoint_sequential(steps, x, budget_bytes=budget, debug=True)))(x)
+        assert last_report().actual_peak_bytes <= budget
