@@ -526,7 +526,9 @@ def checkpoint_sequential(fns, x, *, strategy="auto", segments=None, snapshots=N
         chain.p_tds.append(ptd)
         chain.p_slices.append((len(leaves), len(leaves) + len(pl)))
         leaves.extend(pl)
-    chain.logs, chain.debug = {}, bool(debug)
+    if not isinstance(debug, bool):
+        raise TypeError(f"checkpoint_sequential: debug must be True or False, got {type(debug).__name__}: {debug!r}")
+    chain.logs, chain.debug = {}, debug
     if profile is None and budget_bytes is not None and strategy in ("optimal", "auto"):
         profile = _profile_of(chain, leaves)
     rep = plan_checkpoints(len(fns), strategy=strategy, segments=segments, snapshots=snapshots,

@@ -208,6 +208,8 @@ def test_bad_input():
         checkpoint_sequential([lambda x: x, 3], x)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         plan_checkpoints(0)
+    with pytest.raises(TypeError, match="debug must be True or False, got str: 'no'"):
+        checkpoint_sequential([lambda x: x], x, debug="no")
     with pytest.raises(TypeError, match="step 0 returned a state with a str leaf"):
         gpuad.grad(lambda x: xp.sum(checkpoint_sequential([lambda h: (h * 2, "tag")], x)[0]))(x)
     with pytest.raises(ValueError, match="matmul") as info:
