@@ -251,7 +251,6 @@ def build_parser():
     return parser
 
 
-MODELS = ("cnn", "gpt")
 TRAIN_DEFAULTS = {"cnn": {"epochs": 20, "batch_size": 32, "lr": 3e-3, "out": os.path.join("runs", "digits")},
                   "gpt": {"epochs": 3, "batch_size": 32, "lr": 3e-3, "out": os.path.join("runs", "gpt")}}
 
@@ -268,24 +267,27 @@ def _check_writable(out):
 
 
 def cmd_train(args):
-    if args.model not in MODELS:
-        raise CLIError(f"--model: unknown model {args.model!r}; available: {', '.join(MODELS)}", code=2)
-    for k, v in TRAIN_DEFAULTS[args.model].items():
+    from . import training
+
+    for k, v in TRAIN_DEFAULTS.get(args.model, {}).items():  # an unknown model is refused just below
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.epochs < 1:
-        raise CLIError(f"--epochs must be a positive integer, got {args.epochs}", code=2)
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}", code=2)
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise CLIError(f"--lr must be positive and finite, got {args.lr}", code=2)
-    if args.dtype not in ("float32", "float64") and not (args.model == "gpt" and args.dtype == "float16"):
-        raise CLIError(f"--dtype must be float32 or float64, got {args.dtype!r}", code=2)
+    extra = {}
+    if args.model == "gpt":
+        from .training_gpt import GPT_DEFAULTS
+
+        extra = {k: getattr(args, k) for k in GPT_DEFAULTS if hasattr(args, k)}
+    cfg = training.TrainConfig(model=args.model, backend=args.backend, epochs=args.epochs,
+                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, dtype=args.dtype,
+                               out=args.out, progress=not args.no_progress, extra=extra,
+                               distributed=args.distributed)
+    try:
+        training.validate_config(cfg, cli=True)  # the check train() runs, with the flags' names
+    except training.ConfigError as e:
+        raise CLIError(str(e), code=2) from None
     if args.model != "gpt":
         _refuse_gpt_options(args)
     _check_writable(args.out)
-    from . import training
-
     try:
         training.check_dependencies(model=args.model)
     except training.MissingDependency as e:
@@ -293,28 +295,20 @@ def cmd_train(args):
     if args.distributed:
         _check_distributed(args)
     choice = _choose(args.backend)  # a clear error for an unusable backend, before any work
-    extra = {}
     if args.model == "gpt":
         from . import training_gpt
 
-        extra = {k: getattr(args, k) for k in training_gpt.GPT_DEFAULTS if hasattr(args, k)}
         try:
-            training_gpt.validate({**training_gpt.GPT_DEFAULTS, **extra}, choice.name, args.dtype)
+            training_gpt.validate({**training_gpt.GPT_DEFAULTS, **extra}, choice.name, args.dtype, cli=True)
         except training_gpt.ConfigError as e:
             raise CLIError(str(e), code=2) from None
-    cfg = training.TrainConfig(model=args.model, backend=args.backend, epochs=args.epochs,
-                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, dtype=args.dtype,
-                               out=args.out, progress=not args.no_progress, extra=extra,
-                               distributed=args.distributed)
     try:
         training.train(cfg, log=lambda line: print(line, flush=True))
     except MemoryError as e:  # numpy's or gpuad.OutOfMemoryError: a model or batch too large for the device
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CLIError(f"out of memory: {first}; try a smaller --batch-size"
                        + (", --context or --d-model" if args.model == "gpt" else ""), code=1) from None
-    except ValueError as e:  # training_gpt.ConfigError: an option found unworkable once running
-        if type(e).__name__ != "ConfigError":
-            raise
+    except training.ConfigError as e:  # an option found unworkable once running (e.g. an infeasible budget)
         raise CLIError(str(e), code=2) from None
     return 0
 
@@ -391,17 +385,48 @@ def _gpuad_version():
     return __version__
 
 
+#: Exit status when the reader of stdout goes away (``gpuad info --json | head``): 128 + SIGPIPE,
+#: what the shell reports for a command a closed pipe ended.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv=None):
-    """Entry point of the ``gpuad`` console script; returns the exit status."""
+    """Entry point of the ``gpuad`` console script; returns the exit status.
+
+    A closed stdout (``gpuad info | head -5``) ends the command quietly with
+    status :data:`EXIT_BROKEN_PIPE`, not with a ``BrokenPipeError`` traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # buffered output fails here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except CLIError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
         return 130
+
+
+def _silence_stdout():
+    """Point stdout at ``os.devnull`` so that the interpreter's final flush cannot fail again.
+
+    The standard idiom (Python's ``signal`` documentation, "Note on SIGPIPE").
+    A ``sys.stdout`` that a caller replaced (``main`` run in-process, its
+    output captured) is left alone.
+    """
+    if sys.stdout is not sys.__stdout__:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (e.g. captured)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

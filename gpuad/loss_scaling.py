@@ -20,11 +20,19 @@ __all__ = ["init_loss_scale", "loss_scaled_step"]
 def init_loss_scale(like, scale=2.0 ** 15):
     """State of dynamic loss scaling on ``like``'s device.
 
+    Parameters
+    ----------
+    like : array, any shape
+        Its backend and device hold the state (only those are read).
+    scale : float, default ``2**15``
+        The initial loss scale.
+
     Returns
     -------
     dict
-        ``{"scale": float32 (), "good": int64 () steps since the last change,
-        "skipped": int64 () overflowed steps}``.
+        ``{"scale": float32 array of shape (), "good": int64 array of shape
+        () (finite steps since the last change of scale), "skipped": int64
+        array of shape () (overflowed steps)}``, for :func:`loss_scaled_step`.
     """
     from ._backend import namespace_of
 

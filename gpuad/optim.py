@@ -16,23 +16,42 @@ differentiated (e.g. through a few steps of an inner loop).
 
 A learning rate is a float or a *schedule*: a function of the step count (a
 0-d integer array; 0 for the first step) returning a 0-d float array, such as
-:func:`warmup_cosine`.
+:func:`warmup_cosine` (a :class:`Schedule`, which also takes the dtype to
+compute in).
+
+# NOTE [optimizer arithmetic dtype]: a step computes its learning rate and
+# Adam's bias corrections ``1 - b^t`` in one floating dtype, chosen from the
+# parameters' dtypes (metadata only: no host synchronisation): float64 when
+# any parameter leaf is float64, else float32.  So float64 parameters get
+# float64 hyper-parameters (a float32 learning rate or correction would limit
+# the update to ~1e-7 relative accuracy), float32 parameters compute in
+# float32 as before, and float16 parameters too (float16 could not hold
+# ``1 - b2^t`` for b2 near 1, nor most learning rates, accurately; the
+# float32 values are cast to float16 once per leaf, as they always were).
+# Mixed precision keeps float32 master weights, hence float32 here.  Each leaf
+# casts these 0-d values to its own dtype.  The step counter is int32 on the
+# parameters' device; converting it is exact in float64, and in float32 up to
+# 2**24 steps.  ``1 - b^t`` is computed as ``-expm1(t log b)``, which keeps
+# full relative precision where ``b^t`` is close to 1 (small t, b2 = 0.99999).
+# A :class:`Schedule` computes in that dtype; any other callable schedule is
+# called as ``lr(step)`` and its value cast to it.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable, NamedTuple
 
 from . import ops
-from ._args import int_or_none
+from ._args import finite_real
+from ._dtypes import dtype_name
+from ._lr_schedules import Schedule, as_schedule, constant, cosine_decay, linear_warmup, schedule_value, warmup_cosine
 from ._registry import deffused
 from ._tree import tree_flatten, tree_map, tree_unflatten
 
 __all__ = [
     "Optimizer", "sgd", "adam", "adamw", "clip_by_global_norm", "global_norm",
-    "constant", "linear_warmup", "cosine_decay", "warmup_cosine",
+    "Schedule", "constant", "linear_warmup", "cosine_decay", "warmup_cosine",
 ]
 
 
@@ -52,150 +71,9 @@ class Optimizer(NamedTuple):
 
 
 # --- argument checks (at construction; a step checks nothing it need not) --------------
-def _real(v, fname, name, *, lo=None, lo_open=False, hi=None, hi_open=False):
-    """``v`` as a finite float within the given bounds, else a ``ValueError`` naming ``fname`` and ``name``."""
-    ok = not isinstance(v, bool) and (isinstance(v, numbers.Real) or getattr(v, "ndim", None) == 0)
-    if ok:
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            ok = False
-    ok = ok and math.isfinite(v)
-    if ok and lo is not None:
-        ok = v > lo if lo_open else v >= lo
-    if ok and hi is not None:
-        ok = v < hi if hi_open else v <= hi
-    if not ok:
-        where = ""
-        if lo is not None or hi is not None:
-            where = " in " + ("(" if lo_open else "[") + (f"{lo:g}" if lo is not None else "-inf") + ", " + \
-                (f"{hi:g}" if hi is not None else "inf") + (")" if hi_open or hi is None else "]")
-        raise ValueError(f"{fname}: {name} must be a finite number{where}, got {v!r}")
-    return float(v)
-
-
-def _steps(v, fname, name, minimum):
-    n = int_or_none(v)
-    if n is None or n < minimum:
-        raise ValueError(f"{fname}: {name} must be an int >= {minimum}, got {v!r}")
-    return n
-
-
-# --- schedules ---------------------------------------------------------------------
-def _as_float(step):
-    return ops.astype(step, "float32")
-
-
-def constant(lr):
-    """The schedule ``step -> lr``.
-
-    Parameters
-    ----------
-    lr : float
-
-    Returns
-    -------
-    callable
-        0-d integer array -> 0-d float32 array.
-    """
-    lr = _real(lr, "constant", "lr")
-    return lambda step: ops.full_like(_as_float(step), lr)
-
-
-def linear_warmup(peak, warmup_steps, init_value=0.0):
-    """Linear ramp from ``init_value`` to ``peak`` over ``warmup_steps``, then ``peak``.
-
-    Parameters
-    ----------
-    peak : float
-    warmup_steps : int
-    init_value : float
-
-    Returns
-    -------
-    callable
-        0-d integer array -> 0-d float32 array.
-    """
-    _steps(warmup_steps, "linear_warmup", "warmup_steps", 0)
-    peak = _real(peak, "linear_warmup", "peak")
-    init_value = _real(init_value, "linear_warmup", "init_value")
-
-    def schedule(step):
-        t = ops.clip(_as_float(step) / max(warmup_steps, 1), 0.0, 1.0)
-        return init_value + (peak - init_value) * t
-
-    return schedule
-
-
-def cosine_decay(init_value, decay_steps, final_value=0.0):
-    """Half-cosine from ``init_value`` at step 0 to ``final_value`` at ``decay_steps``, flat after.
-
-    Parameters
-    ----------
-    init_value : float
-    decay_steps : int, > 0
-    final_value : float
-
-    Returns
-    -------
-    callable
-        0-d integer array -> 0-d float32 array:
-        ``final + (init - final) * (1 + cos(pi * min(step / decay_steps, 1))) / 2``.
-    """
-    _steps(decay_steps, "cosine_decay", "decay_steps", 1)
-    init_value = _real(init_value, "cosine_decay", "init_value")
-    final_value = _real(final_value, "cosine_decay", "final_value")
-
-    def schedule(step):
-        t = ops.clip(_as_float(step) / decay_steps, 0.0, 1.0)
-        return final_value + (init_value - final_value) * 0.5 * (1.0 + ops.cos(math.pi * t))
-
-    return schedule
-
-
-def warmup_cosine(peak, warmup_steps, total_steps, final_value=0.0, init_value=0.0):
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to ``final_value``.
-
-    Parameters
-    ----------
-    peak : float
-    warmup_steps : int
-    total_steps : int
-        The decay ends at ``total_steps``.
-    final_value, init_value : float
-
-    Returns
-    -------
-    callable
-        0-d integer array -> 0-d float32 array.
-    """
-    _steps(warmup_steps, "warmup_cosine", "warmup_steps", 0)
-    _steps(total_steps, "warmup_cosine", "total_steps", 1)
-    for name, v in (("peak", peak), ("final_value", final_value), ("init_value", init_value)):
-        _real(v, "warmup_cosine", name)
-    if total_steps <= warmup_steps:
-        raise ValueError(f"warmup_cosine: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
-    warm = linear_warmup(peak, warmup_steps, init_value)
-    decay = cosine_decay(peak, total_steps - warmup_steps, final_value)
-
-    def schedule(step):
-        return ops.where(ops.less(step, warmup_steps), warm(step), decay(ops.subtract(step, warmup_steps)))
-
-    return schedule
-
-
-def _schedule(lr, fname):
-    if callable(lr):
-        return lr
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (lr >= 0 and math.isfinite(lr)):
-        raise ValueError(f"{fname}: the learning rate must be a finite non-negative float or a schedule, "
-                         f"got {lr!r}")
-    return constant(float(lr))  # NumPy scalars too (np.float32 is a numbers.Real, not a float)
-
-
 def _clip(clip_norm, fname):
     if clip_norm is not None:
-        _real(clip_norm, fname, "clip_norm", lo=0.0, lo_open=True)
+        finite_real(clip_norm, fname, "clip_norm", lo=0.0, lo_open=True)
 
 
 # --- gradient clipping -----------------------------------------------------------------
@@ -234,8 +112,7 @@ def clip_by_global_norm(grads, max_norm):
     norm : 0-d array
         The global norm before clipping (stays on the device).
     """
-    if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"clip_by_global_norm: max_norm must be a finite number > 0, got {max_norm!r}")
+    max_norm = finite_real(max_norm, "clip_by_global_norm", "max_norm", lo=0.0, lo_open=True)
     norm = global_norm(grads)
     scale = ops.minimum(ops.divide(max_norm, ops.maximum(norm, 1e-30)), 1.0)
     return tree_map(lambda g: ops.multiply(g, ops.astype(scale, g.dtype)), grads), norm
@@ -288,6 +165,12 @@ def _counter(params):
     return ops.zeros((), dtype="int32", device=leaves[0].device)
 
 
+def _compute_dtype(leaves):
+    """The dtype of a step's learning rate and bias corrections: NOTE [optimizer arithmetic dtype]."""
+    wide = ("float64", "complex128")
+    return "float64" if any(dtype_name(p.dtype) in wide for p in leaves) else "float32"
+
+
 def _prepare(grads, clip_norm):
     if clip_norm is None:
         return grads
@@ -315,9 +198,9 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
         State: ``{"step": (), "velocity": like params}`` (no velocity
         without momentum).
     """
-    sched = _schedule(lr, "sgd")
-    momentum = _real(momentum, "sgd", "momentum", lo=0.0)
-    weight_decay = _real(weight_decay, "sgd", "weight_decay", lo=0.0)
+    sched = as_schedule(lr, "sgd")
+    momentum = finite_real(momentum, "sgd", "momentum", lo=0.0)
+    weight_decay = finite_real(weight_decay, "sgd", "weight_decay", lo=0.0)
     _clip(clip_norm, "sgd")
     if nesterov and momentum <= 0:
         raise ValueError("sgd: nesterov=True needs momentum > 0")
@@ -332,7 +215,7 @@ def sgd(lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
         pl, gl, td = _check_trees(params, grads, "sgd.step")
         gl = tree_flatten(_prepare(tree_unflatten(td, gl), clip_norm))[0]
         vl = _state_leaves(state, "velocity", td, pl, "sgd.step") if momentum else [None] * len(pl)
-        lr_t = sched(_state_step(state, "sgd.step"))
+        lr_t = schedule_value(sched, _state_step(state, "sgd.step"), _compute_dtype(pl), "sgd.step")
         new_p, new_v = [], []
         for p, g, v in zip(pl, gl, vl):
             if weight_decay:
@@ -382,11 +265,11 @@ _adam_update_p = deffused("adam_update", _adam_update_impl, _adam_update_composi
 
 
 def _adam(fname, lr, b1, b2, eps, weight_decay, decoupled, clip_norm):
-    sched = _schedule(lr, fname)
-    b1 = _real(b1, fname, "b1", lo=0.0, hi=1.0, hi_open=True)
-    b2 = _real(b2, fname, "b2", lo=0.0, hi=1.0, hi_open=True)
-    eps = _real(eps, fname, "eps", lo=0.0)
-    weight_decay = _real(weight_decay, fname, "weight_decay", lo=0.0)
+    sched = as_schedule(lr, fname)
+    b1 = finite_real(b1, fname, "b1", lo=0.0, hi=1.0, hi_open=True)
+    b2 = finite_real(b2, fname, "b2", lo=0.0, hi=1.0, hi_open=True)
+    eps = finite_real(eps, fname, "eps", lo=0.0)
+    weight_decay = finite_real(weight_decay, fname, "weight_decay", lo=0.0)
     _clip(clip_norm, fname)
 
     def init(params):
@@ -398,12 +281,14 @@ def _adam(fname, lr, b1, b2, eps, weight_decay, decoupled, clip_norm):
         gl = tree_flatten(_prepare(tree_unflatten(td, gl), clip_norm))[0]
         ml = _state_leaves(state, "m", td, pl, f"{fname}.step")
         vl = _state_leaves(state, "v", td, pl, f"{fname}.step")
-        t = _state_step(state, f"{fname}.step") + 1
-        tf = ops.astype(t, "float32")
-        lr_t = sched(state["step"])
-        # Bias corrections 1 - b^t, as arrays: b^t = exp(t log b).
-        c1 = 1.0 - ops.exp(tf * math.log(b1)) if b1 > 0 else ops.ones_like(tf)
-        c2 = 1.0 - ops.exp(tf * math.log(b2)) if b2 > 0 else ops.ones_like(tf)
+        step0 = _state_step(state, f"{fname}.step")
+        t = step0 + 1
+        ct = _compute_dtype(pl)  # NOTE [optimizer arithmetic dtype]
+        tf = ops.astype(t, ct)
+        lr_t = schedule_value(sched, step0, ct, f"{fname}.step")
+        # Bias corrections 1 - b^t = -expm1(t log b), as arrays on the device.
+        c1 = ops.negative(ops.expm1(tf * math.log(b1))) if b1 > 0 else ops.ones_like(tf)
+        c2 = ops.negative(ops.expm1(tf * math.log(b2))) if b2 > 0 else ops.ones_like(tf)
         new_p, new_m, new_v = [], [], []
         hyper = dict(b1=b1, b2=b2, eps=eps, l2=0.0 if decoupled else weight_decay,
                      weight_decay=weight_decay if decoupled else 0.0)

@@ -83,7 +83,19 @@ def threefry2x32(xp, k0, k1, x0, x1):
 
 # --- keys --------------------------------------------------------------------------
 def is_key(k):
-    """Whether ``k`` looks like a key: an unsigned 32-bit array of shape ``(2,)``."""
+    """Whether ``k`` looks like a key: an unsigned 32-bit array of shape ``(2,)``.
+
+    Parameters
+    ----------
+    k : object
+        Anything; only its ``shape`` and ``dtype`` are read (no host transfer).
+
+    Returns
+    -------
+    bool
+        ``True`` for a ``uint32`` array of shape ``(2,)`` (what :func:`key`,
+        :func:`split` and :func:`fold_in` return), of any backend and device.
+    """
     return (hasattr(k, "shape") and tuple(k.shape) == (2,) and hasattr(k, "dtype")
             and dtype_name(k.dtype) == "uint32")
 
@@ -338,9 +350,18 @@ def truncated_normal(key, shape=(), dtype="float32", lower=-2.0, upper=2.0):
     miss with probability 3e-11); an element whose 8 candidates all miss is
     clipped.
 
+    Parameters
+    ----------
+    key : key, shape ``(2,)``
+    shape : tuple of int, default ``()``
+    dtype : {"float32", "float64", "float16"} or a dtype object, default "float32"
+    lower, upper : float
+        Finite bounds, ``lower < upper`` (default ``[-2, 2]``).
+
     Returns
     -------
-    array, shape ``shape``, dtype ``dtype``
+    array, shape ``shape``, dtype ``dtype``, on the key's device
+        Values in ``[lower, upper]``.
     """
     xp, k = _check_key(key, "truncated_normal")
     shape = _shape(shape, "truncated_normal")

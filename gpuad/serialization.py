@@ -23,6 +23,7 @@ import json
 import os
 
 from ._backend import BACKENDS, backend_module, get_backend, namespace_of
+from ._dtypes import dtype_name
 
 __all__ = ["save", "load", "FORMAT"]
 
@@ -114,10 +115,15 @@ def _target(like, backend, device, fname):
                             f"got {type(like).__name__}")
         mod, x = _backend_of(like, fname)
         return mod, x.device
-    name = backend if backend is not None else get_backend().name
-    if name not in BACKENDS:
-        raise ValueError(f"{fname}: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
-    return backend_module(name), device
+    if backend is None:
+        return backend_module(get_backend().name), device
+    if backend not in BACKENDS:
+        raise ValueError(f"{fname}: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    mod = backend_module(backend)
+    ok, reason = mod.probe()
+    if not ok:  # the message gpuad.set_backend gives (e.g. cupy not installed, or no CUDA device)
+        raise RuntimeError(f"{fname}: backend {backend!r} was requested but is not usable: {reason}")
+    return mod, device
 
 
 def _decode(spec, arrays, mod, device, path):
@@ -137,7 +143,13 @@ def _decode(spec, arrays, mod, device, path):
     if kind == "array":
         if val not in arrays:
             raise ValueError(f"load: {path} has no array {val!r}")
-        return mod.from_numpy(arrays[val], device)
+        a = arrays[val]
+        name = dtype_name(a.dtype)
+        if not hasattr(mod.namespace(), name):  # e.g. float16 on array_api_strict (not a standard dtype)
+            raise TypeError(f"load: {path}: the array {val!r} (shape {tuple(a.shape)}) has dtype {name}, which the "
+                            f"{mod.NAME} backend does not support; load the file with another backend (numpy or "
+                            "cupy), or save that leaf in a supported dtype")
+        return mod.from_numpy(a, device)
     raise ValueError(f"load: {path}: unknown node kind {kind!r}")
 
 
@@ -158,6 +170,15 @@ def load(path, *, like=None, backend=None, device=None):
     -------
     pytree
         The saved structure, arrays with their saved shapes and dtypes.
+
+    Raises
+    ------
+    RuntimeError
+        When ``backend`` is not usable here (e.g. ``"cupy"`` without CuPy or
+        a CUDA device); the message says why.
+    TypeError
+        For an array whose dtype the backend lacks (float16 on
+        array-api-strict); the message names the entry.
     """
     import zipfile
 

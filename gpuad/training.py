@@ -22,15 +22,24 @@ from dataclasses import asdict, dataclass, field
 
 from . import nn, optim, random
 from . import xp as gxp
+from ._train_config import MODELS, ConfigError, validate_config
 from .data import MissingDependency, load_digits, require
 from .transforms import value_and_grad
 
-__all__ = ["TrainConfig", "DigitsCNN", "train", "MissingDependency", "check_dependencies"]
+__all__ = ["TrainConfig", "DigitsCNN", "train", "MissingDependency", "check_dependencies", "ConfigError",
+           "validate_config", "MODELS"]
 
 
 @dataclass
 class TrainConfig:
-    """Options of ``gpuad train`` (see ``gpuad train --help``)."""
+    """Options of ``gpuad train`` (see ``gpuad train --help``).
+
+    :func:`train` checks them first (:func:`validate_config`, which
+    ``gpuad train`` runs too): ``model`` in :data:`MODELS`, ``epochs`` and
+    ``batch_size`` positive ints, ``lr`` positive and finite, ``dtype``
+    float32 or float64 (gpt on CuPy: also float16), ``extra`` only the gpt
+    options (:data:`gpuad.training_gpt.GPT_DEFAULTS` keys).
+    """
 
     model: str = "cnn"
     backend: str | None = None
@@ -139,10 +148,16 @@ def train(cfg, log=print):
         train/test accuracy, seconds, samples/s), ``test_accuracy``,
         ``wall_seconds``, ``samples_per_second``, ``peak_tape_bytes`` and
         the paths written.
+
+    Raises
+    ------
+    ConfigError
+        A bad option (:func:`validate_config`), before any work.
     """
     from ._backend import get_backend, set_backend
     from .serialization import save
 
+    validate_config(cfg)  # before any work: gpuad train checks the same, naming the flags
     if cfg.model == "gpt":  # character-level transformer: gpuad.training_gpt
         from .training_gpt import train_gpt
 

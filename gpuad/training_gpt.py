@@ -31,25 +31,16 @@ from dataclasses import dataclass
 
 from . import memory, nn, optim, random
 from . import xp as gxp
+from ._train_config import CHECKPOINT_CHOICES, GPT_DEFAULTS, ConfigError, validate_config
+from ._train_config import validate_gpt as validate
 from ._tree import tree_leaves, tree_map
 from .data import require
-from .gpt import GPT, GPTConfig, available_strategies, sample
+from .gpt import GPT, GPTConfig, sample
 from .loss_scaling import init_loss_scale, loss_scaled_step
 from .transforms import value_and_grad
 
-__all__ = ["GPT_DEFAULTS", "ConfigError", "Corpus", "load_corpus", "validate", "train_gpt",
+__all__ = ["GPT_DEFAULTS", "CHECKPOINT_CHOICES", "ConfigError", "Corpus", "load_corpus", "validate", "train_gpt",
            "loss_scaled_step", "init_loss_scale"]
-
-#: Defaults of the gpt model's options (``TrainConfig.extra`` overrides them).
-GPT_DEFAULTS = {"context": 64, "d_model": 64, "layers": 4,
-                "heads": 4, "checkpoint": "none", "budget_bytes": None, "segments": None,
-                "sample_chars": 300, "temperature": 0.8, "prompt": "The ", "val_fraction": 0.1}
-#: Strategies ``--checkpoint`` names; those missing from ``gpuad.checkpointing`` get a clear refusal.
-CHECKPOINT_CHOICES = ("none", "block", "uniform", "revolve", "bisection", "optimal", "auto")
-
-
-class ConfigError(ValueError):
-    """A bad ``--model gpt`` option: ``gpuad train`` prints it as one line, exit status 2."""
 
 
 @dataclass
@@ -109,72 +100,6 @@ def load_corpus(backend="numpy", device=None, val_fraction=0.1):
     kw = {"device": device} if device is not None else {}
     ids = ns.asarray([stoi[c] for c in text], dtype=ns.int64, **kw)
     return Corpus(ids[:cut], ids[cut:], chars, len(text), hashlib.sha256(text.encode()).hexdigest()[:12], unigram)
-
-
-def validate(opts, backend_name, dtype):
-    """Check the gpt options before any work; raise :class:`ConfigError` with a one-line message.
-
-    Parameters
-    ----------
-    opts : dict
-        ``GPT_DEFAULTS`` keys (``TrainConfig.extra`` merged over the defaults).
-    backend_name : str
-        The chosen backend.
-    dtype : str
-    """
-    for name in ("context", "d_model", "layers", "heads"):
-        if opts[name] < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {opts[name]}")
-    if opts["d_model"] % opts["heads"]:
-        raise ConfigError(f"--d-model {opts['d_model']} is not divisible by --heads {opts['heads']}")
-    if opts["sample_chars"] < 0:
-        raise ConfigError(f"--sample-chars must be >= 0, got {opts['sample_chars']}")
-    if not (opts["temperature"] >= 0 and math.isfinite(opts["temperature"])):
-        raise ConfigError(f"--temperature must be a finite number >= 0, got {opts['temperature']}")
-    n_val, n_train = _split_sizes(opts["val_fraction"])
-    # Training needs a window of context + 1 characters with room for a random offset, and the
-    # validation loss at least one window of context + 1 characters.
-    limit = min(n_val - 1, (n_train - 1) // 2 - 1)
-    if opts["context"] > limit:
-        raise ConfigError(f"--context {opts['context']} is too long for the corpus: its validation split has "
-                          f"{n_val:,} characters and its training split {n_train:,}; the largest context is "
-                          f"{limit:,}")
-    ck, avail = opts["checkpoint"], available_strategies()
-    if ck not in ("none", "block") and ck not in avail:
-        if ck in CHECKPOINT_CHOICES:  # a strategy gpt knows of, missing from this build
-            raise ConfigError(f"--checkpoint {ck}: the {ck!r} strategy is not available in this build of "
-                              f"gpuad.checkpointing (checkpoint_sequential has: {', '.join(avail)})")
-        raise ConfigError(f"--checkpoint must be one of none, block, {', '.join(avail)}; got {ck!r}")
-    if opts["budget_bytes"] is not None:
-        if opts["budget_bytes"] < 1:
-            raise ConfigError(f"--budget-bytes must be a positive integer, got {opts['budget_bytes']}")
-        if ck in ("none", "block"):
-            raise ConfigError(f"--budget-bytes needs a checkpoint_sequential strategy, not --checkpoint {ck}")
-    if opts["segments"] is not None and ck != "uniform":
-        raise ConfigError(f"--segments {opts['segments']} is only used by --checkpoint uniform, not --checkpoint {ck}")
-    if dtype == "float16" and backend_name != "cupy":
-        raise ConfigError(f"--dtype float16 needs the cupy backend (with loss scaling); {backend_name} has no "
-                          "fast float16 matmul: use float32 or float64")
-    if dtype not in ("float16", "float32", "float64"):
-        raise ConfigError(f"--dtype must be float32, float64 or float16 (cupy), got {dtype!r}")
-    missing = [c for c in opts["prompt"] if c not in _corpus_chars()]
-    if not opts["prompt"] or missing:
-        raise ConfigError(f"--prompt must be non-empty and use characters of the corpus; unknown: {missing!r}")
-
-
-def _split_sizes(val_fraction):
-    """``(n_val, n_train)`` characters of :func:`load_corpus`'s split, without building the corpus."""
-    from pydoc_data.topics import topics
-
-    n = sum(len(v) for v in topics.values())
-    n_val = max(int(n * val_fraction), 2)
-    return n_val, n - n_val
-
-
-def _corpus_chars():
-    from pydoc_data.topics import topics
-
-    return set("".join(topics.values()))
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -314,6 +239,7 @@ def train_gpt(cfg, log=print):
     from .training import _device_of, count_params
 
     t_start = time.perf_counter()
+    validate_config(cfg)  # before any work (gpuad train checks the same, naming the flags)
     o = {**GPT_DEFAULTS, **cfg.extra}
     tqdm = require("tqdm").tqdm
     choice = set_backend(cfg.backend) if cfg.backend else get_backend()

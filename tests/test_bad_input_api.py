@@ -57,6 +57,84 @@ def test_train_gpt_refuses_bad_options_before_any_work(args, message, capsys, tm
     assert message in err
 
 
+def _no_data(*args, **kwargs):
+    raise AssertionError("the data was loaded before the options were checked")
+
+
+def _checkpoint_choices():
+    from gpuad.gpt import available_strategies
+
+    return ", ".join(["none", "block"] + [s for s in available_strategies() if s not in ("none", "block")])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "optimal"], "--checkpoint optimal needs --budget-bytes: the bytes the chain of blocks may hold"),
+    (["--checkpoint", "uniform", "--segments", "0"],
+     "--segments must be an int in [1, 4] (at most one segment per block of --layers 4), got 0"),
+    (["--checkpoint", "uniform", "--segments", "5"], "--segments must be an int in [1, 4]"),
+    (["--checkpoint", "uniform", "--segments", "3", "--layers", "2"], "--segments must be an int in [1, 2]"),
+    (["--checkpoint", "uniform", "--budget-bytes", "1000000"],
+     "--budget-bytes applies only to --checkpoint optimal and auto, not --checkpoint uniform"),
+    (["--checkpoint", "revolve", "--budget-bytes", "1000000"],
+     "--budget-bytes applies only to --checkpoint optimal and auto, not --checkpoint revolve"),
+    (["--checkpoint", "bisection", "--budget-bytes", "1000000"],
+     "--budget-bytes applies only to --checkpoint optimal and auto, not --checkpoint bisection"),
+    (["--checkpoint", "block", "--budget-bytes", "1000000"],
+     "--budget-bytes applies only to --checkpoint optimal and auto, not --checkpoint block"),
+    (["--checkpoint", "optimal", "--budget-bytes", "0"], "--budget-bytes must be a positive integer, got 0"),
+    (["--checkpoint", "bogus"], None),  # the choices, each named once
+])
+def test_train_gpt_checkpoint_options_are_checked_before_loading_data(args, message, capsys, monkeypatch, tmp_path):
+    from gpuad import training_gpt
+
+    monkeypatch.setattr(training_gpt, "load_corpus", _no_data)
+    err = _cli_error(capsys, ["train", "--model", "gpt", "--backend", "numpy", "--epochs", "1",
+                              "--out", str(tmp_path)] + args)
+    if message is None:
+        message = f"--checkpoint must be one of {_checkpoint_choices()}; got 'bogus'"
+        assert err.count("none") == 1, err
+    assert message in err
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"epochs": 0}, "train: epochs must be a positive integer, got 0"),
+    ({"epochs": 2.0}, "train: epochs must be a positive integer, got 2.0"),
+    ({"batch_size": 0}, "train: batch_size must be a positive integer, got 0"),
+    ({"lr": -1.0}, "train: lr must be positive and finite, got -1.0"),
+    ({"lr": float("nan")}, "train: lr must be positive and finite, got nan"),
+    ({"dtype": "int8"}, "train: dtype must be float32 or float64, got 'int8'"),
+    ({"dtype": "float16"}, "train: dtype must be float32 or float64, got 'float16'"),
+    ({"model": "resnet"}, "train: model: unknown model 'resnet'; available: cnn, gpt"),
+    ({"seed": 1.5}, "train: seed must be an int, got 1.5"),
+    ({"channels": (16, 0)}, r"train: channels must be two positive ints, got \(16, 0\)"),
+    ({"extra": {"segments": 2}}, "train: extra options 'segments' are only used by model 'gpt', not 'cnn'"),
+    ({"model": "gpt", "extra": {"segmets": 2}}, "train: unknown gpt option\\(s\\) 'segmets' in extra; known: context"),
+    ({"model": "gpt", "epochs": 0}, "train: epochs must be a positive integer, got 0"),
+    ({"model": "gpt", "extra": {"checkpoint": "optimal"}}, "train: checkpoint optimal needs budget_bytes"),
+    ({"model": "gpt", "extra": {"checkpoint": "uniform", "segments": 9}},
+     r"train: segments must be an int in \[1, 4\] \(at most one segment per block of layers 4\), got 9"),
+    ({"model": "gpt", "extra": {"checkpoint": "revolve", "budget_bytes": 10**6}},
+     "train: budget_bytes applies only to checkpoint optimal and auto, not checkpoint revolve"),
+    ({"model": "gpt", "extra": {"context": "64"}}, "train: context must be a positive integer, got '64'"),
+    ({"model": "gpt", "extra": {"val_fraction": 1.0}}, r"train: val_fraction must be a number in \(0, 1\), got 1.0"),
+])
+def test_train_checks_its_config_before_any_work(kw, message, monkeypatch, tmp_path):
+    """``training.train`` refuses what ``gpuad train`` refuses (one shared check), before loading data."""
+    from gpuad import _backend, training, training_gpt
+
+    monkeypatch.setattr(_backend, "_choice", _backend.get_backend())  # restored afterwards
+    monkeypatch.setattr(training, "load_digits", _no_data)
+    monkeypatch.setattr(training_gpt, "load_corpus", _no_data)
+    out = tmp_path / "run"
+    cfg = training.TrainConfig(out=str(out), progress=False, **kw)
+    with pytest.raises(training.ConfigError, match=message):
+        training.train(cfg)
+    if cfg.model == "gpt":  # called directly too
+        with pytest.raises(training.ConfigError, match=message):
+            training_gpt.train_gpt(cfg)
+    assert not out.exists()
+
+
 def test_train_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
     from gpuad import training
 
@@ -149,8 +227,19 @@ def test_layer_params_of_another_layer():
     (lambda: optim.adam(0.1, b2="x"), r"adam: b2 must be a finite number in \[0, 1\), got 'x'"),
     (lambda: optim.sgd(0.1, momentum=-0.5), r"sgd: momentum must be a finite number in \[0, inf\), got -0.5"),
     (lambda: optim.adam(0.1, clip_norm=0), r"adam: clip_norm must be a finite number in \(0, inf\), got 0"),
-    (lambda: optim.constant(float("nan")), "constant: lr must be a finite number, got nan"),
-    (lambda: optim.warmup_cosine(float("nan"), 1, 10), "warmup_cosine: peak must be a finite number, got nan"),
+    (lambda: optim.constant(float("nan")), r"constant: lr must be a finite number in \[0, inf\), got nan"),
+    (lambda: optim.warmup_cosine(float("nan"), 1, 10), r"warmup_cosine: peak must be a finite number in \[0, inf\), "
+                                                        "got nan"),
+    # A learning rate is never negative, in a schedule as in the optimisers (adamw(-1.0) is refused).
+    (lambda: optim.warmup_cosine(-1.0, 1, 10), r"warmup_cosine: peak must be a finite number in \[0, inf\), got -1.0"),
+    (lambda: optim.warmup_cosine(1.0, 1, 10, final_value=float("inf")), "warmup_cosine: final_value must be a finite"),
+    (lambda: optim.linear_warmup(1.0, 2, init_value=-0.5), r"linear_warmup: init_value .* got -0.5"),
+    (lambda: optim.cosine_decay(-0.1, 5), r"cosine_decay: init_value must be a finite number in \[0, inf\), got -0.1"),
+    (lambda: optim.constant(-3e-4), r"constant: lr .* got -0.0003"),
+    (lambda: optim.clip_by_global_norm({"w": np.ones(2)}, "1"),
+     r"clip_by_global_norm: max_norm must be a finite number in \(0, inf\), got '1'"),
+    (lambda: optim.clip_by_global_norm({"w": np.ones(2)}, float("inf")), "clip_by_global_norm: max_norm must be"),
+    (lambda: optim.clip_by_global_norm({"w": np.ones(2)}, 0.0), "clip_by_global_norm: max_norm must be"),
     (lambda: optim.cosine_decay(0.1, 2.5), "cosine_decay: decay_steps must be an int >= 1, got 2.5"),
     (lambda: optim.linear_warmup(0.1, "3"), "linear_warmup: warmup_steps must be an int >= 0, got '3'"),
 ])

@@ -107,3 +107,27 @@ def test_main_in_process(capsys, monkeypatch):
     monkeypatch.setattr(_backend, "_choice", None)
     assert main(["info", "--backend", "numpy"]) == 0
     assert "backend: numpy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [("info", "--json"), ("info",)])
+def test_a_closed_stdout_ends_quietly(args):
+    """``gpuad info --json | head -5``: the reader goes away; no BrokenPipeError traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "GPUAD_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.Popen([sys.executable, "-m", "gpuad", *args, "--backend", "numpy"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    proc.stdout.close()  # before the command writes anything: every write to stdout fails (EPIPE)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as the shell reports a command a pipe ended
+    assert err == "", err
+
+
+def test_broken_pipe_in_process_returns_141(monkeypatch):
+    from gpuad import cli
+
+    def reader_gone(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_info", reader_gone)  # build_parser() binds it on each main()
+    assert cli.main(["info"]) == cli.EXIT_BROKEN_PIPE == 141

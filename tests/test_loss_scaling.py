@@ -30,3 +30,13 @@ def test_training_gpt_reexports_the_same_functions():
 
     assert training_gpt.loss_scaled_step is loss_scaling.loss_scaled_step
     assert training_gpt.init_loss_scale is loss_scaling.init_loss_scale
+
+
+def test_init_loss_scale_docstring_has_parameters_and_shapes():
+    import inspect
+
+    from gpuad import loss_scaling
+
+    doc = inspect.getdoc(loss_scaling.init_loss_scale)
+    assert "Parameters\n----------\nlike : array" in doc and "scale : float" in doc
+    assert "Returns\n-------\n" in doc and "shape ()" in doc

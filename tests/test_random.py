@@ -120,3 +120,11 @@ def test_bad_input_is_a_clear_error():
         random.normal(random.key(0), (2,), "int32")
     with pytest.raises(ValueError, match="random.uniform: shape .* has a negative dimension"):
         random.uniform(random.key(0), (2, -1))
+
+
+@pytest.mark.parametrize("fn", [random.truncated_normal, random.is_key])
+def test_docstrings_have_parameters_and_returns(fn):
+    import inspect
+
+    doc = inspect.getdoc(fn)
+    assert "Parameters\n----------\n" in doc and "Returns\n-------\n" in doc, fn.__name__

@@ -74,3 +74,23 @@ def test_errors(tmp_path):
         serialization.load(tmp_path / "plain.npz")
     with pytest.raises(ValueError, match="load: unknown backend 'tpu'"):
         serialization.load(tmp_path / "plain.npz", backend="tpu")
+
+
+def test_load_onto_an_unusable_backend_says_why(tmp_path, monkeypatch):
+    from gpuad._backend import backend_module
+
+    serialization.save(tmp_path / "a.npz", {"w": np.ones(2)})
+    # CuPy not installed (or no CUDA device): the reason gpuad.set_backend gives, not a bare ModuleNotFoundError.
+    monkeypatch.setattr(backend_module("cupy"), "probe", lambda: (False, "cupy is not installed (simulated)"))
+    with pytest.raises(RuntimeError, match=r"load: backend 'cupy' was requested but is not usable: cupy is not "
+                                           r"installed \(simulated\)"):
+        serialization.load(tmp_path / "a.npz", backend="cupy")
+
+
+def test_float16_onto_array_api_strict_names_the_leaf(tmp_path):
+    # array-api-strict has no float16 (not a standard dtype): a clear error naming the entry.
+    serialization.save(tmp_path / "h.npz", {"params": {"w": np.ones((2, 3), np.float16)}, "b": np.ones(2)})
+    with pytest.raises(TypeError, match=r"load: .*h.npz: the array 'params/w' \(shape \(2, 3\)\) has dtype float16, "
+                                        r"which the array_api_strict backend does not support"):
+        serialization.load(tmp_path / "h.npz", backend="array_api_strict")
+    assert serialization.load(tmp_path / "h.npz", backend="numpy")["params"]["w"].dtype == np.float16

@@ -170,7 +170,7 @@ def test_tiny_run_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--checkpoint", "bogus"], "--checkpoint must be one of"),
-    (["--budget-bytes", "1000"], "--budget-bytes needs a checkpoint_sequential strategy"),
+    (["--budget-bytes", "1000"], "--budget-bytes applies only to --checkpoint optimal and auto, not --checkpoint none"),
     (["--d-model", "30", "--heads", "4"], "--d-model 30 is not divisible by --heads 4"),
     (["--dtype", "float16", "--backend", "numpy"], "--dtype float16 needs the cupy backend"),
     (["--dtype", "int8"], "--dtype must be float32 or float64"),

@@ -11,21 +11,49 @@ from __future__ import annotations
 import math
 import numbers
 
+from .._args import int_or_none
 from .._backend import host_readable
 from .._core import full_unbox
 from .._dtypes import dtype_name, is_integral
 
 
 def _pair(v, name, fname):
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
+    """``v`` (an int or a pair of ints; NumPy integers count) as a pair of Python ints."""
+    n = int_or_none(v)
+    if n is not None:
+        return (n, n)
     try:
         a, b = v
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in (a, b)):
-            return (a, b)
+        pair = (int_or_none(a), int_or_none(b))
+        if None not in pair:
+            return pair
     except (TypeError, ValueError):
         pass
     raise TypeError(f"{fname}: {name} must be an int or a pair of ints, got {v!r}")
+
+
+def _window_args(kernel_size, stride, padding, fname, *, pool=False):
+    """``(kh, kw), (sh, sw), (ph, pw)`` of a convolution or pooling window, checked.
+
+    ``kernel_size`` and ``stride`` must be >= 1 and ``padding`` >= 0 on each
+    axis.  For pooling (``pool=True``) a ``None`` stride is the kernel size,
+    and ``padding`` must be at most half the kernel on each axis (PyTorch's
+    rule): a window lying wholly in the padding would pool no input at all
+    (``-inf`` for max pooling).
+    """
+    k = _pair(kernel_size, "kernel_size", fname)
+    s = k if pool and stride is None else _pair(stride, "stride", fname)
+    p = _pair(padding, "padding", fname)
+    if min(k) < 1:
+        raise ValueError(f"{fname}: kernel_size must be >= 1 on each axis, got {kernel_size!r}")
+    if min(s) < 1:
+        raise ValueError(f"{fname}: stride must be >= 1 on each axis, got {stride!r}")
+    if min(p) < 0:
+        raise ValueError(f"{fname}: padding must be >= 0 on each axis, got {padding!r}")
+    if pool and (p[0] > k[0] // 2 or p[1] > k[1] // 2):
+        raise ValueError(f"{fname}: padding {padding!r} is more than half of kernel_size {kernel_size!r} "
+                         f"(at most {k[0] // 2} x {k[1] // 2}): windows entirely in the padding would pool no input")
+    return k, s, p
 
 
 def _shape_of(x):

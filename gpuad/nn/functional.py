@@ -21,6 +21,7 @@ from .. import ops
 from .._args import int_or_none
 from ._checks import (
     _broadcast_shape, _need_broadcast_to, _need_eps, _need_ids_in_range, _need_ndim, _need_shape, _pair, _shape_of,
+    _window_args,
 )
 from .activations import log_softmax, softmax, softplus
 
@@ -106,8 +107,8 @@ def conv2d(x, w, b=None, stride=1, padding=0):
     x : array, shape ``(N, C, H, W)``
     w : array, shape ``(O, C, kh, kw)``
     b : array, shape ``(O,)``, optional
-    stride : int or (int, int)
-    padding : int or (int, int)
+    stride : int or (int, int), >= 1
+    padding : int or (int, int), >= 0
         Zero padding on each side of ``H`` and ``W``.
 
     Returns
@@ -125,10 +126,10 @@ def conv2d(x, w, b=None, stride=1, padding=0):
         raise ValueError(f"conv2d: x has {x.shape[1]} channels (shape {tuple(x.shape)}) but the weight "
                          f"expects {w.shape[1]} (shape {tuple(w.shape)})")
     _need_shape(b, (w.shape[0],), "conv2d", "the bias", f" (weight of shape {tuple(w.shape)})")
-    sh, sw = _pair(stride, "stride", "conv2d")
-    if sh < 1 or sw < 1:
-        raise ValueError(f"conv2d: stride must be >= 1, got {stride!r}")
     o, c, kh, kw = w.shape
+    if kh < 1 or kw < 1:
+        raise ValueError(f"conv2d: the weight's kernel must be at least 1x1, got a weight of shape {tuple(w.shape)}")
+    _, (sh, sw), padding = _window_args((kh, kw), stride, padding, "conv2d")
     n = x.shape[0]
     xp_ = pad2d(x, padding)
     if kh == 1 and kw == 1:
@@ -149,12 +150,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 # --- pooling ------------------------------------------------------------------------
 def _pool(x, kernel_size, stride, padding, fname, reduce, fill):
     _need_ndim(x, 4, fname, "x", " (N, C, H, W)")
-    kh, kw = _pair(kernel_size, "kernel_size", fname)
-    sh, sw = _pair(kernel_size if stride is None else stride, "stride", fname)
-    ph, pw = _pair(padding, "padding", fname)
-    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-        raise ValueError(f"{fname}: need kernel_size, stride >= 1 and padding >= 0, got "
-                         f"{kernel_size!r}, {stride!r}, {padding!r}")
+    (kh, kw), (sh, sw), (ph, pw) = _window_args(kernel_size, stride, padding, fname, pool=True)
     n, c, h, w = x.shape
     if (ph, pw) == (0, 0) and (sh, sw) == (kh, kw) and h % kh == 0 and w % kw == 0:
         # Non-overlapping windows that tile the input: a reshape and one reduction.
@@ -174,7 +170,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     kernel_size : int or (int, int)
     stride : int or (int, int), default ``kernel_size``
     padding : int or (int, int)
-        Padding with ``-inf`` on each side.
+        Padding with ``-inf`` on each side; at most ``kernel_size // 2`` on
+        each axis (a window wholly in the padding is refused).
 
     Returns
     -------
@@ -198,6 +195,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     kernel_size : int or (int, int)
     stride : int or (int, int), default ``kernel_size``
     padding : int or (int, int)
+        Zero padding on each side; at most ``kernel_size // 2`` on each axis.
 
     Returns
     -------

@@ -85,13 +85,37 @@ def zeros(key, shape, dtype="float32"):
 
 
 def ones(key, shape, dtype="float32"):
-    """All ones; see :func:`zeros` for the parameters."""
+    """All ones.
+
+    Parameters
+    ----------
+    key : random key, shape ``(2,)`` (only its backend and device are used)
+    shape : tuple of int
+    dtype : str or dtype
+
+    Returns
+    -------
+    array, shape ``shape``, on the key's device
+    """
     xp = _xp(key, "initializers.ones")
     return xp.ones(tuple(shape), dtype=_dtype(xp, dtype), device=key.device)
 
 
 def constant(value):
-    """An initialiser that fills with ``value``: ``constant(0.1)(key, shape, dtype)``."""
+    """An initialiser that fills with ``value``: ``constant(0.1)(key, shape, dtype)``.
+
+    Parameters
+    ----------
+    value : float or int
+        The fill value (converted to the requested dtype).
+
+    Returns
+    -------
+    callable
+        ``init(key, shape, dtype="float32") -> array`` of shape ``shape``
+        filled with ``value``, on the key's device (``key``: a random key of
+        shape ``(2,)``, of which only the backend and device are used).
+    """
 
     def init(key, shape, dtype="float32"):
         xp = _xp(key, "initializers.constant")
@@ -103,9 +127,16 @@ def constant(value):
 def normal(key, shape, dtype="float32", stddev=1e-2):
     """Normal with mean 0 and standard deviation ``stddev``.
 
+    Parameters
+    ----------
+    key : random key, shape ``(2,)``
+    shape : tuple of int
+    dtype : str or dtype
+    stddev : float, >= 0
+
     Returns
     -------
-    array, shape ``shape``
+    array, shape ``shape``, on the key's device
     """
     return random.normal(key, shape, dtype=dtype, stddev=stddev)
 
@@ -113,9 +144,16 @@ def normal(key, shape, dtype="float32", stddev=1e-2):
 def uniform(key, shape, dtype="float32", scale=1e-2):
     """Uniform on ``[-scale, scale)``.
 
+    Parameters
+    ----------
+    key : random key, shape ``(2,)``
+    shape : tuple of int
+    dtype : str or dtype
+    scale : float, > 0
+
     Returns
     -------
-    array, shape ``shape``
+    array, shape ``shape``, on the key's device
     """
     return random.uniform(key, shape, dtype=dtype, minval=-scale, maxval=scale)
 
@@ -142,7 +180,21 @@ def glorot_uniform(key, shape, dtype="float32", in_axis=-2, out_axis=-1, gain=1.
 
 
 def glorot_normal(key, shape, dtype="float32", in_axis=-2, out_axis=-1, gain=1.0):
-    """Glorot/Xavier normal: ``N(0, gain^2 * 2 / (fan_in + fan_out))``; see :func:`glorot_uniform`."""
+    """Glorot/Xavier normal: ``N(0, gain^2 * 2 / (fan_in + fan_out))``.
+
+    Parameters
+    ----------
+    key : random key, shape ``(2,)``
+    shape : tuple of int, at least 2-D
+    dtype : str or dtype
+    in_axis, out_axis : int
+        See :func:`fans`.
+    gain : float
+
+    Returns
+    -------
+    array, shape ``shape``, on the key's device
+    """
     fi, fo = fans(shape, in_axis, out_axis)
     return random.normal(key, shape, dtype=dtype, stddev=gain * math.sqrt(2.0 / (fi + fo)))
 
@@ -167,14 +219,40 @@ def he_normal(key, shape, dtype="float32", in_axis=-2, out_axis=-1):
 
 
 def he_uniform(key, shape, dtype="float32", in_axis=-2, out_axis=-1):
-    """He/Kaiming uniform: ``U(-a, a)`` with ``a = sqrt(6 / fan_in)``; see :func:`he_normal`."""
+    """He/Kaiming uniform for ReLU layers: ``U(-a, a)`` with ``a = sqrt(6 / fan_in)``.
+
+    Parameters
+    ----------
+    key : random key, shape ``(2,)``
+    shape : tuple of int, at least 2-D
+    dtype : str or dtype
+    in_axis, out_axis : int
+        See :func:`fans`.
+
+    Returns
+    -------
+    array, shape ``shape``, on the key's device
+    """
     fi, _ = fans(shape, in_axis, out_axis)
     a = math.sqrt(6.0 / fi)
     return random.uniform(key, shape, dtype=dtype, minval=-a, maxval=a)
 
 
 def lecun_normal(key, shape, dtype="float32", in_axis=-2, out_axis=-1):
-    """LeCun normal: ``N(0, 1 / fan_in)``; see :func:`he_normal`."""
+    """LeCun normal (for SELU and tanh layers): ``N(0, 1 / fan_in)``.
+
+    Parameters
+    ----------
+    key : random key, shape ``(2,)``
+    shape : tuple of int, at least 2-D
+    dtype : str or dtype
+    in_axis, out_axis : int
+        See :func:`fans`.
+
+    Returns
+    -------
+    array, shape ``shape``, on the key's device
+    """
     fi, _ = fans(shape, in_axis, out_axis)
     return random.normal(key, shape, dtype=dtype, stddev=math.sqrt(1.0 / fi))
 

@@ -21,6 +21,7 @@ from .. import random
 from .._args import int_or_none
 from . import functional as F
 from . import initializers as init
+from ._checks import _window_args
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "LayerNorm", "BatchNorm", "Dropout", "Embedding",
@@ -107,9 +108,11 @@ class Conv2d(_Layer):
     Parameters
     ----------
     in_channels, out_channels : int
-    kernel_size : int or (int, int)
+    kernel_size : int or (int, int), >= 1
     stride : int or (int, int), default 1
+        >= 1.
     padding : int or (int, int), default 0
+        >= 0.
     bias : bool, default True
     w_init : initialiser, default He normal over ``fan_in = C * kh * kw``
         Called as ``w_init(key, (O, C, kh, kw), dtype, in_axis=1, out_axis=0)`` when it
@@ -127,9 +130,7 @@ class Conv2d(_Layer):
                  w_init=None):
         self.in_channels = _positive(in_channels, "in_channels", "Conv2d")
         self.out_channels = _positive(out_channels, "out_channels", "Conv2d")
-        self.kernel_size = F._pair(kernel_size, "kernel_size", "Conv2d")
-        self.stride = F._pair(stride, "stride", "Conv2d")
-        self.padding = F._pair(padding, "padding", "Conv2d")
+        self.kernel_size, self.stride, self.padding = _window_args(kernel_size, stride, padding, "Conv2d")
         self.bias = bool(bias)
         self.w_init = w_init
 
@@ -157,13 +158,15 @@ class MaxPool2d(_Layer):
 
     Parameters
     ----------
-    kernel_size : int or (int, int)
+    kernel_size : int or (int, int), >= 1
     stride : int or (int, int), default ``kernel_size``
     padding : int or (int, int), default 0
+        At most ``kernel_size // 2`` on each axis.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding = _window_args(kernel_size, stride, padding, type(self).__name__,
+                                                                   pool=True)
 
     def init(self, key=None, dtype=None):
         """No parameters: ``{}``."""

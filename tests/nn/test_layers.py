@@ -277,3 +277,48 @@ def test_errors_name_function_and_shapes():
         nn.Linear(0, 3)
     with pytest.raises(ValueError, match=r"LayerNorm: expected last axis of size 4, got shape \(2, 3\)"):
         nn.LayerNorm(4).apply({"gamma": None, "beta": None}, np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: nn.Conv2d(3, 4, 0), "Conv2d: kernel_size must be >= 1 on each axis, got 0"),
+    (lambda: nn.Conv2d(3, 4, (3, 0)), r"Conv2d: kernel_size must be >= 1 on each axis, got \(3, 0\)"),
+    (lambda: nn.Conv2d(3, 4, 3, stride=0), "Conv2d: stride must be >= 1 on each axis, got 0"),
+    (lambda: nn.Conv2d(3, 4, 3, padding=(0, -1)), r"Conv2d: padding must be >= 0 on each axis, got \(0, -1\)"),
+    (lambda: nn.MaxPool2d(0), "MaxPool2d: kernel_size must be >= 1 on each axis, got 0"),
+    (lambda: nn.AvgPool2d(2, stride=0), "AvgPool2d: stride must be >= 1 on each axis, got 0"),
+    (lambda: nn.MaxPool2d(2, padding=2), r"MaxPool2d: padding 2 is more than half of kernel_size 2 \(at most 1 x 1\)"),
+    (lambda: nn.AvgPool2d((3, 2), padding=(1, 2)), r"AvgPool2d: padding \(1, 2\) is more than half of kernel_size "
+                                                  r"\(3, 2\) \(at most 1 x 1\)"),
+    (lambda: F.max_pool2d(np.zeros((1, 1, 2, 2)), 2, 2, padding=2),
+     "max_pool2d: padding 2 is more than half of kernel_size 2 .*windows entirely in the padding"),
+    (lambda: F.avg_pool2d(np.zeros((1, 1, 4, 4)), 3, padding=2), "avg_pool2d: padding 2 is more than half"),
+    (lambda: F.max_pool2d(np.zeros((1, 1, 4, 4)), 2, padding=-1), "max_pool2d: padding must be >= 0"),
+    (lambda: F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), padding=-1),
+     "conv2d: padding must be >= 0 on each axis, got -1"),
+    (lambda: F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), stride=(1, 0)), "conv2d: stride must be >= 1"),
+    (lambda: F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 0, 3))),
+     r"conv2d: the weight's kernel must be at least 1x1, got a weight of shape \(1, 1, 0, 3\)"),
+])
+def test_window_arguments_are_checked(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_pool_padding_up_to_half_the_kernel_is_fine():
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    y = F.max_pool2d(x, 2, 2, padding=1)  # every window holds an input element
+    np.testing.assert_array_equal(np.asarray(y), [[[[0.0, 1.0], [2.0, 3.0]]]])
+    layer = nn.MaxPool2d(np.int64(2), padding=1)  # NumPy integers are ints
+    assert (layer.kernel_size, layer.stride, layer.padding) == ((2, 2), (2, 2), (1, 1))
+    np.testing.assert_array_equal(np.asarray(layer.apply({}, x)), np.asarray(y))
+
+
+@pytest.mark.parametrize("name", ["zeros", "ones", "constant", "normal", "uniform", "glorot_uniform",
+                                  "glorot_normal", "he_normal", "he_uniform", "lecun_normal"])
+def test_initializers_have_numpydoc_parameters_and_returns(name):
+    import inspect
+
+    doc = inspect.getdoc(getattr(nn.initializers, name))
+    assert "Parameters\n----------\n" in doc and "Returns\n-------\n" in doc, name
+    assert "shape" in doc.split("Returns")[1], name  # the shape of what comes back
+    assert "; see :func:" not in doc.splitlines()[0], name  # a summary of its own, not a pointer
