@@ -96,5 +96,7 @@ def fit(t, ans, name):
                 f"output shape {tuple(ans.shape)}"
             ) from None
     if t.dtype != ans.dtype:
-        t = ops.astype(t, ans.dtype)
+        from ._reverse import cast_tangent
+
+        t = cast_tangent(t, ans.dtype)  # NOTE [complex to real]
     return t

@@ -19,6 +19,7 @@ from heapq import heappop, heappush, heapreplace
 from . import ops
 from ._backend import namespace_of
 from ._core import Trace, Tracer, bind
+from ._dtypes import dtype_name
 from ._registry import EXPLAINED, Spec, _ns_memo, dispatch_namespace, explain_failure
 
 __all__ = ["VJPTrace", "VJPTracer", "Node", "backward", "set_tape_observer", "get_tape_observer"]
@@ -272,8 +273,23 @@ def unbroadcast(ct, spec, prim_name, argnum):
         if tuple(ct.shape) != shape:
             ct = ops.reshape(ct, shape)
     if ct.dtype != spec.dtype:
-        ct = ops.astype(ct, spec.dtype)
+        ct = cast_tangent(ct, spec.dtype)
     return ct
+
+
+def cast_tangent(t, dtype):
+    """``t`` cast to ``dtype``; a complex ``t`` going to a real dtype keeps its real part.
+
+    # NOTE [complex to real]: a real value used in complex arithmetic gets a
+    # complex cotangent (or tangent); its real part is the derivative (JAX's
+    # convention).  ``real`` takes it explicitly: the standard forbids
+    # ``astype`` from complex to real (array-api-strict raises, NumPy warns).
+    """
+    if dtype_name(t.dtype).startswith("complex") and not dtype_name(dtype).startswith("complex"):
+        t = ops.real(t)
+        if t.dtype == dtype:
+            return t
+    return ops.astype(t, dtype)
 
 
 def _arg_spec(node, i):

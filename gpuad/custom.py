@@ -115,6 +115,13 @@ class custom_vjp(_CustomBase):
         super().__init__(fun, "custom_vjp")
         self.fwd = None
         self.bwd = None
+        self._out_tds = {}  # NOTE [fwd structure]
+
+    def _impl(self, xp, *leaves, call):
+        outs = super()._impl(xp, *leaves, call=call)
+        if call.in_td not in self._out_tds:
+            self._remember(call.in_td, call.out_td)
+        return outs
 
     def defvjp(self, fwd, bwd):
         self.fwd, self.bwd = fwd, bwd
@@ -125,11 +132,41 @@ class custom_vjp(_CustomBase):
             raise TypeError(f"{self.prim.name}: call .defvjp(fwd, bwd) before using the function")
 
     def _run_fwd(self, primals, call):
-        res_out = self.fwd(*tree_unflatten(call.in_td, primals))
+        args = tree_unflatten(call.in_td, primals)
+        res_out = self.fwd(*args)
         if not (isinstance(res_out, tuple) and len(res_out) == 2):
             raise TypeError(f"{self.prim.name}: fwd must return a pair (output, residuals)")
         out, res = res_out
-        return _flat_out(call, out, self.prim.name), res
+        leaves, td = tree_flatten(out)
+        want = self._plain_out_td(call.in_td, primals)
+        if td != want:
+            raise ValueError(
+                f"{self.prim.name}: fwd's output (the first entry of its pair) has structure {td!r}, but the "
+                f"function {getattr(self.fun, '__name__', self.fun)!r} returns {want!r}; fwd must return "
+                "(output, residuals) with the output exactly as the function returns it")
+        if call.out_td is None:
+            call.out_td = td
+        return tuple(leaves), res
+
+    def _plain_out_td(self, in_td, primals):
+        """The output structure of the plain function for inputs of structure ``in_td``.
+
+        # NOTE [fwd structure]: under reverse mode the plain function never
+        # runs (``fwd`` replaces it), so its output structure is learned once
+        # per input structure, from one plain run (or any earlier call), and
+        # remembered; fwd's must match it.
+        """
+        td = self._out_tds.get(in_td)
+        if td is None:
+            out = self.fun(*tree_unflatten(in_td, [full_unbox(p) for p in primals]))
+            td = self._remember(in_td, tree_flatten(out)[1])
+        return td
+
+    def _remember(self, in_td, td):
+        if len(self._out_tds) >= 64:  # bounded: structures rarely vary, but never grow without end
+            self._out_tds.clear()
+        self._out_tds[in_td] = td
+        return td
 
     def _run_bwd(self, res, g_leaves, call, specs):
         cts = self.bwd(res, tree_unflatten(call.out_td, list(g_leaves)))
@@ -177,9 +214,27 @@ class custom_vjp(_CustomBase):
             return [flat[i] if flat[i] is not None else _zeros_for(primals[i]) for i in live]
 
         # The backward rule is linear in the cotangent, so its VJP is the JVP.
-        _, transpose = vjp(backward_rule, *[_zeros_for(o) for o in outs])
+        # NOTE [non-floating outputs]: only floating outputs carry a
+        # cotangent (and get a tangent); bwd sees zeros of the output's dtype
+        # for the others, as it does in reverse mode (a symbolic zero there is
+        # materialised the same way), and they leave as plain arrays.
+        diff = [k for k, o in enumerate(outs) if is_floating(o.dtype)]
+        if not diff:
+            return tuple(outs)
+        fixed = [_zeros_for(o) for o in outs]
+
+        def on_floating(*cts):
+            full = list(fixed)
+            for k, c in zip(diff, cts):
+                full[k] = c
+            return backward_rule(*full)
+
+        _, transpose = vjp(on_floating, *[fixed[k] for k in diff])
         touts = transpose([tangents[i] for i in live])
-        return tuple(JVPTracer(trace, o, t) for o, t in zip(outs, touts))
+        result = list(outs)
+        for k, t in zip(diff, touts):
+            result[k] = JVPTracer(trace, outs[k], t)
+        return tuple(result)
 
 
 class custom_jvp(_CustomBase):

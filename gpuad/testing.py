@@ -6,6 +6,8 @@ through it, in forward and reverse mode, to second order, on every backend.
 
 from __future__ import annotations
 
+import math
+import numbers
 import random
 
 from . import ops
@@ -52,8 +54,9 @@ def check_grads(f, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, ep
         reverse and reverse-over-reverse), and so on.
     modes : tuple of {"fwd", "rev"}
     atol, rtol : float, optional
-        Defaults depend on the least precise dtype (float64: 1e-6; float32:
-        3e-3); finite differences are always computed in float64.
+        Finite and >= 0.  Defaults depend on the least precise dtype
+        (float64: 1e-6; float32: 3e-3); finite differences are always
+        computed in float64.
     eps : float, optional
         Finite-difference step (default 1e-5).
     seed : int
@@ -73,6 +76,14 @@ def check_grads(f, args, order=2, modes=("fwd", "rev"), atol=None, rtol=None, ep
     given, order = order, int_or_none(order)
     if order is None or order < 1:
         raise ValueError(f"check_grads: order must be a positive int, got {given!r}")
+    if not callable(f):
+        raise TypeError(f"check_grads: f must be a callable, got {type(f).__name__} {f!r}")
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if tol is None:
+            continue
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+            raise ValueError(f"check_grads: {name} must be a finite number >= 0 (or None for the default), "
+                             f"got {tol!r}")
     if eps is None:
         eps = _EPS
     elif not eps > 0:

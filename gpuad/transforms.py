@@ -38,6 +38,12 @@ def _check_matches(c, v, what, of, fname):
         raise ValueError(f"{fname}: {what} has {_describe(c)}, but {of} has {_describe(v)}")
 
 
+def _check_callable(f, fname):
+    """``TypeError`` naming the transform unless ``f`` can be called."""
+    if not callable(f):
+        raise TypeError(f"{fname}: the function to transform must be a callable, got {type(f).__name__} {f!r}")
+
+
 def _check_differentiable(x, what, fname):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{fname}: {what} must be an array, got {type(x).__name__}: {x!r}")
@@ -155,6 +161,7 @@ def vjp(f, *primals, has_aux=False):
     ``out`` and returns a tuple with one cotangent per primal.  It may be
     called any number of times (the tape is kept until ``vjp_fn`` is freed).
     """
+    _check_callable(f, "vjp")
     leaves, in_td = tree_flatten(primals)
     trace, out, nodes = _vjp_flat(f, primals, range(len(leaves)), "vjp")
     out, aux = _split_aux(out, has_aux, "vjp")
@@ -200,6 +207,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
 
     ``f`` must return a scalar (shape ``()``) floating-point array.
     """
+    _check_callable(f, "value_and_grad")
 
     def value_and_grad_f(*args, **kwargs):
         single, nums = _argnums_tuple(argnums, len(args), "grad")
@@ -260,6 +268,7 @@ def grad(f, argnums=0, has_aux=False):
         Same arguments as ``f``; returns gradients shaped like the
         differentiated arguments (a tuple for tuple ``argnums``), plus ``aux``.
     """
+    _check_callable(f, "grad")
     vg = value_and_grad(f, argnums, has_aux)
 
     def grad_f(*args, **kwargs):
@@ -278,6 +287,7 @@ def jvp(f, primals, tangents):
     ``primals`` and ``tangents`` are tuples of pytrees of identical structure,
     shapes and dtypes.
     """
+    _check_callable(f, "jvp")
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError("jvp: primals and tangents must be tuples (one entry per positional argument)")
     p_leaves, p_td = tree_flatten(tuple(primals))
@@ -335,6 +345,7 @@ def jacfwd(f, argnums=0):
     differentiated argument is traced in every sweep (its tangent is zero
     except in its own sweeps), so ``f`` sees tracers wherever it expects them.
     """
+    _check_callable(f, "jacfwd")
 
     def jacfwd_f(*args):
         single, nums = _argnums_tuple(argnums, len(args), "jacfwd")
@@ -394,6 +405,7 @@ def _jac_tree(out_td, per_arg, single):
 
 def jacrev(f, argnums=0):
     """Jacobian by reverse mode: one VJP sweep per output element."""
+    _check_callable(f, "jacrev")
 
     def jacrev_f(*args):
         single, nums = _argnums_tuple(argnums, len(args), "jacrev")
@@ -436,6 +448,7 @@ def jacrev(f, argnums=0):
 
 def hessian(f, argnums=0):
     """Hessian by forward-over-reverse: ``jacfwd(jacrev(f))``."""
+    _check_callable(f, "hessian")
     return jacfwd(jacrev(f, argnums), argnums)
 
 
@@ -458,6 +471,7 @@ def hvp(f, primals, tangents):
     hand-written HVP does, against four (bench/hvp.py: ×1.6 of a gradient
     against ×2.0).
     """
+    _check_callable(f, "hvp")
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
         raise TypeError(
             f"hvp: primals and tangents must be tuples (one entry per positional argument), got "

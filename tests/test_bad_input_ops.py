@@ -159,11 +159,24 @@ def test_creation_errors_name_the_function_and_arguments():
         xp.full_like(np.zeros(3), "a")
 
 
-def test_where_with_a_traced_condition_has_zero_derivative():
+def test_where_needs_a_boolean_condition():
+    # The standard requires a bool condition; NumPy read a float one for its truth
+    # value, silently (and gpuad followed it, with a zero derivative for the condition).
     x = np.asarray([0.0, 1.0, 2.0])
-    # was: NotImplementedError "where: no VJP rule for argument 0"
-    np.testing.assert_allclose(gpuad.grad(lambda x: xp.sum(xp.where(x, x * x, 0.0)))(x), [0.0, 2.0, 4.0])
-    np.testing.assert_allclose(gpuad.jvp(lambda x: xp.where(x, x * x, 0.0), (x,), (np.ones(3),))[1], [0.0, 2.0, 4.0])
+    msg = r"^where: argument condition must have a boolean dtype, got dtype float64 \(shape \(3,\)\)"
+    with pytest.raises(TypeError, match=msg):
+        xp.where(x, x, 0.0)
+    with pytest.raises(TypeError, match=msg):
+        gpuad.grad(lambda x: xp.sum(xp.where(x, x * x, 0.0)))(x)
+    with pytest.raises(TypeError, match=msg):
+        gpuad.jvp(lambda x: xp.where(x, x * x, 0.0), (x,), (np.ones(3),))
+    with pytest.raises(TypeError, match=r"^where: argument condition must have a boolean dtype, got dtype int64"):
+        xp.where(np.asarray([1, 0]), 1.0, np.zeros(2))
+    with pytest.raises(TypeError, match=r"^where: argument condition must be a boolean array, got int 1"):
+        xp.where(1, x, 0.0)
+    # a comparison is the way to write it, and differentiates as before
+    np.testing.assert_allclose(gpuad.grad(lambda x: xp.sum(xp.where(x != 0, x * x, 0.0)))(x), [0.0, 2.0, 4.0])
+    np.testing.assert_allclose(xp.where(True, x, 0.0), x)
 
 
 # --- transforms -------------------------------------------------------------------------------

@@ -101,3 +101,57 @@ def test_plain_call_needs_no_transform(backend):
     f = make_scaled_sin()
     out = f(backend.asarray([0.5]), {"a": backend.asarray(2.0)})
     assert abs(float(out[0]) - 2 * math.sin(0.5)) < 1e-15
+
+
+def _with_integer_output():
+    """h(a) = (2 a, int64 signs of a): an integer output beside a floating one."""
+
+    @gpuad.custom_vjp
+    def h(a):
+        return a * 2.0, xp.astype(a > 0, xp.int64)
+
+    h.defvjp(lambda a: (h(a), a), lambda res, ct: (ct[0] * 2.0 * res,))  # a deliberately odd rule: 2 a g
+    return h
+
+
+def test_custom_vjp_with_an_integer_output_under_forward_mode(backend):
+    # NOTE [non-floating outputs]; was: "vjp: input 1 has dtype int64 ... leave it out of argnums"
+    h = _with_integer_output()
+    x = backend.asarray([0.3, -1.2, 2.0])
+    xn = np.array([0.3, -1.2, 2.0])
+    (y, k), (ty, tk) = gpuad.jvp(h, (x,), (backend.asarray([1.0, 1.0, 1.0]),))
+    np.testing.assert_allclose(backend.to_numpy(ty), 2 * xn, rtol=1e-14)  # the rule's, transposed
+    assert backend.to_numpy(k).tolist() == [1, 0, 1] and backend.to_numpy(tk).tolist() == [0, 0, 0]
+    np.testing.assert_allclose(backend.to_numpy(gpuad.jacfwd(lambda a: h(a)[0])(x)), np.diag(2 * xn), rtol=1e-14)
+    np.testing.assert_allclose(backend.to_numpy(gpuad.jacrev(lambda a: h(a)[0])(x)), np.diag(2 * xn), rtol=1e-14)
+    hess = gpuad.hessian(lambda a: xp.sum(h(a)[0] * xp.astype(h(a)[1], a.dtype)))(x)
+    np.testing.assert_allclose(backend.to_numpy(hess), np.diag([2.0, 0.0, 2.0]), rtol=1e-14)
+
+
+def test_custom_vjp_fwd_output_structure_must_match_the_function(backend):
+    # NOTE [fwd structure]; was: grad of xp.sum(k(a)) failed later with "sum: argument 0 must be an array, got tuple"
+    calls = []
+
+    @gpuad.custom_vjp
+    def k(a):
+        calls.append(1)
+        return a
+
+    k.defvjp(lambda a: ((a,), None), lambda res, g: (g[0],))
+    x = backend.asarray([0.3, -1.2])
+    msg = r"custom_vjp\(k\): fwd's output .* has structure \(\*,\), but the function 'k' returns \*"
+    with pytest.raises(ValueError, match=msg):
+        gpuad.grad(lambda a: xp.sum(k(a)))(x)
+    with pytest.raises(ValueError, match=msg):
+        gpuad.jvp(k, (x,), (x,))
+    assert len(calls) == 1  # the plain function ran once, to learn its structure
+
+    @gpuad.custom_vjp
+    def ok(a):
+        calls.append(2)
+        return {"y": a * 2.0}
+
+    ok.defvjp(lambda a: ({"y": a * 2.0}, None), lambda res, g: (g["y"] * 2.0,))
+    for _ in range(3):
+        np.testing.assert_allclose(backend.to_numpy(gpuad.grad(lambda a: xp.sum(ok(a)["y"]))(x)), [2.0, 2.0])
+    assert calls.count(2) == 1  # remembered per input structure

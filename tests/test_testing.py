@@ -83,3 +83,18 @@ def test_integer_arguments_are_held_fixed(backend):
 def test_bad_mode():
     with pytest.raises(ValueError, match="unknown mode 'sideways'"):
         check_grads(xp.sin, (np.ones(2),), modes=("sideways",))
+
+
+@pytest.mark.parametrize("kw", [{"atol": -1}, {"atol": -1e-9}, {"rtol": -0.5}, {"rtol": float("nan")},
+                                {"atol": float("inf")}, {"atol": "1e-6"}, {"rtol": True}])
+def test_bad_tolerances_are_refused_by_name(kw):
+    # was: accepted (a negative atol fails every check with a misleading report; NaN passes everything)
+    (name, value), = kw.items()
+    with pytest.raises(ValueError, match=rf"check_grads: {name} must be a finite number >= 0 .*got {value!r}"):
+        check_grads(xp.sin, (np.ones(2),), **kw)
+    check_grads(xp.sin, (np.ones(2),), atol=0.0 if name == "atol" else None, rtol=1e-6)
+
+
+def test_f_must_be_callable():
+    with pytest.raises(TypeError, match="check_grads: f must be a callable, got int 3"):
+        check_grads(3, (np.ones(2),))

@@ -199,3 +199,16 @@ def test_unused_input_and_constant_output(backend):
     np.testing.assert_array_equal(np_(backend, g), [0.0, 0.0])
     out, t = gpuad.jvp(lambda x: backend.asarray(5.0), (backend.asarray(1.0),), (backend.asarray(1.0),))
     assert float(t) == 0.0
+
+
+@pytest.mark.parametrize("name", ["grad", "value_and_grad", "jacfwd", "jacrev", "hessian", "vjp", "jvp", "hvp"])
+def test_transforms_refuse_a_non_callable_by_name(name):
+    # was: "'int' object is not callable", raised from deep inside, naming no transform
+    x = np.ones(2)
+    call = {
+        "vjp": lambda f: gpuad.vjp(f, x),
+        "jvp": lambda f: gpuad.jvp(f, (x,), (x,)),
+        "hvp": lambda f: gpuad.hvp(f, (x,), (x,)),
+    }.get(name, lambda f: getattr(gpuad, name)(f)(x))
+    with pytest.raises(TypeError, match=rf"^{name}: the function to transform must be a callable, got int 3$"):
+        call(3)

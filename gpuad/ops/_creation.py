@@ -1,4 +1,5 @@
-"""Array creation.  No derivatives flow through these: outputs are plain arrays.
+"""Array creation.  No derivatives flow through these: outputs are plain arrays,
+except ``full``/``full_like`` with a traced ``fill_value`` (NOTE [traced fill]).
 
 Functions with an array argument (``zeros_like``) create on that array's
 backend and device; the others use ``device`` if it names a backend's device,
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 from .._args import short_repr
 from .._backend import default_namespace, namespace_of
-from .._core import full_unbox
-from .._dtypes import dtype_in
+from .._core import Tracer, full_unbox
+from .._dtypes import dtype_in, dtype_name
 from .._registry import EXPLAINED, reraise_as
 
 __all__ = [
@@ -91,10 +92,62 @@ def empty(shape, *, dtype=None, device=None):
         _failed("empty", e, shape=shape, dtype=dtype, device=device)
 
 
+def _is_array(v):
+    return isinstance(v, Tracer) or (hasattr(v, "shape") and hasattr(v, "__array_namespace__"))
+
+
+def _fill_from_array(name, shape, fill_value, dtype, device):
+    """``full``/``full_like`` with an array ``fill_value``: built on its backend, differentiable in it.
+
+    # NOTE [traced fill]: the value is cast to the output dtype (a floating
+    # cast carries the derivative, any other is a constant) and broadcast to
+    # ``shape``, so ``full((n,), b)`` has derivative ``ones`` in ``b``, as
+    # ``b * ones(n)`` does.  The result lives on ``fill_value``'s backend and
+    # device; a plain result is a fresh, writable copy.
+    """
+    from ._elementwise import astype
+    from ._manipulation import broadcast_to
+
+    raw = full_unbox(fill_value)
+    if device is not None and device != raw.device:
+        raise ValueError(f"{name}: fill_value is an array on device {raw.device!r}, but the output is on device "
+                         f"{device!r}; move fill_value there first")
+    if dtype is not None and dtype_name(dtype) != dtype_name(fill_value.dtype):
+        fill_value = astype(fill_value, dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    try:
+        out = broadcast_to(fill_value, shape)
+    except ValueError:
+        raise ValueError(f"{name}: fill_value of shape {tuple(fill_value.shape)} does not broadcast to shape "
+                         f"{shape}") from None
+    if not isinstance(out, Tracer):
+        out = asarray(out, copy=True)
+    return out
+
+
 def full(shape, fill_value, *, dtype=None, device=None):
+    """An array of ``shape`` filled with ``fill_value``.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+    fill_value : Python scalar or 0-d array
+        An array (a traced 0-d array inside a transform, say) is
+        differentiated through and decides the backend and device: see
+        NOTE [traced fill].  A Python scalar gives the standard's ``full``.
+    dtype : dtype, optional
+        Default: ``fill_value``'s dtype for an array, else the standard's rule.
+    device : device, optional
+
+    Returns
+    -------
+    array of shape ``shape``
+    """
+    if _is_array(fill_value):
+        return _fill_from_array("full", shape, fill_value, dtype, device)
     xp = namespace_for_device(device)
     try:
-        return xp.full(shape, full_unbox(fill_value), **_kw(xp, dtype, device))
+        return xp.full(shape, fill_value, **_kw(xp, dtype, device))
     except EXPLAINED as e:
         _failed("full", e, shape=shape, fill_value=fill_value, dtype=dtype, device=device)
 
@@ -123,7 +176,26 @@ def empty_like(x, /, *, dtype=None, device=None):
 
 
 def full_like(x, /, fill_value, *, dtype=None, device=None):
-    return _like("full_like", x, dtype, device, full_unbox(fill_value))
+    """An array shaped like ``x`` filled with ``fill_value``.
+
+    Parameters
+    ----------
+    x : array
+        Gives the shape, and the dtype unless ``dtype`` is given.
+    fill_value : Python scalar or 0-d array
+        An array is differentiated through (NOTE [traced fill]); it must be
+        on the output's device (``x``'s unless ``device`` is given).
+    dtype : dtype, optional
+    device : device, optional
+
+    Returns
+    -------
+    array with ``x``'s shape
+    """
+    if _is_array(fill_value):
+        return _fill_from_array("full_like", tuple(x.shape), fill_value, x.dtype if dtype is None else dtype,
+                                x.device if device is None else device)
+    return _like("full_like", x, dtype, device, fill_value)
 
 
 def arange(start, /, stop=None, step=1, *, dtype=None, device=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from .._dtypes import dtype_in, is_floating
+from .._dtypes import dtype_in, dtype_name, is_floating
 from .._registry import defnondiff, defop, defunary
 
 __all__ = [
@@ -66,14 +66,14 @@ def _dpow_dx(ans, x, y):
         if y == 0:
             return zeros_like_any(x)
         return multiply(y, pow(x, y - 1))
-    return where(equal(y, 0), 0.0, multiply(y, pow(x, subtract(y, 1))))
+    return where_p(equal(y, 0), 0.0, multiply(y, pow(x, subtract(y, 1))))
 
 
 def _dpow_dy(ans, x, y):
     # x**y * log(x); taken as 0 where x == 0 (the limit from the right for y > 0).
     if isinstance(x, (int, float)):
         return multiply(ans, math.log(x)) if x != 0 else zeros_like_any(ans)
-    safe = where(equal(x, 0), 1.0, x)
+    safe = where_p(equal(x, 0), 1.0, x)
     return multiply(ans, log(safe))
 
 
@@ -131,7 +131,38 @@ tanh = defunary("tanh", lambda xp, x: xp.tanh(x), lambda ans, x: 1.0 - square(an
 asinh = defunary("asinh", lambda xp, x: xp.asinh(x), lambda ans, x: reciprocal(sqrt(square(x) + 1.0)))
 acosh = defunary("acosh", lambda xp, x: xp.acosh(x), lambda ans, x: reciprocal(sqrt(square(x) - 1.0)))
 atanh = defunary("atanh", lambda xp, x: xp.atanh(x), lambda ans, x: reciprocal(1.0 - square(x)))
-abs = defunary("abs", lambda xp, x: xp.abs(x), lambda ans, x: sign(x))
+
+
+def _is_complex(x):
+    return dtype_name(x.dtype).startswith("complex")
+
+
+def _unit_conj(x):
+    """``conj(x) / |x|`` for complex ``x``, 0 where ``x == 0`` (differentiable away from 0)."""
+    a = abs(x)
+    return divide(conj(x), where_p(equal(a, 0), 1.0, a))
+
+
+# NOTE [complex abs]: for real x, abs'(x) = sign(x) (0 at 0: NOTE
+# [subgradients]).  For complex z, |z| is not holomorphic: its JVP along t is
+# Re(conj(z) t) / |z| (real), and its VJP, in JAX's convention (the cotangent
+# pairs with tangents as Re(ct * t), the convention every complex rule here
+# follows: real's cotangent is g, conj's is conj(g)), is g conj(z) / |z|.
+# Both are 0 at z == 0.
+def _abs_vjp(g, ans, x):
+    if _is_complex(x):
+        return multiply(g, _unit_conj(x))
+    return multiply(g, sign(x))
+
+
+def _abs_jvp(t, ans, x):
+    if _is_complex(x):
+        return real(multiply(_unit_conj(x), t))
+    return multiply(t, sign(x))
+
+
+abs = defop("abs", lambda xp, x: xp.abs(x), vjp=(_abs_vjp,), jvp=(_abs_jvp,), keep_args=(0,), keep_ans=False,
+            doc="``|x|``; see NOTE [complex abs] for complex ``x``.")
 reciprocal = defunary("reciprocal", lambda xp, x: 1.0 / x, lambda ans, x: negative(square(ans)), uses="ans",
                       fused=lambda xp, g, ans: g * -(ans * ans))
 arcsin, arccos, arctan = asin, acos, atan
@@ -141,8 +172,8 @@ absolute = abs
 
 # --- binary math ------------------------------------------------------------
 def _hypot_d(ans, a):
-    safe = where(equal(ans, 0), 1.0, ans)
-    return where(equal(ans, 0), 0.0, divide(a, safe))
+    safe = where_p(equal(ans, 0), 1.0, ans)
+    return where_p(equal(ans, 0), 0.0, divide(a, safe))
 
 
 hypot = defop(
@@ -180,7 +211,7 @@ def _share(g, x, y, wins):
     Selects from ``g`` rather than building a 1 / 0.5 / 0 mask: ``where`` with
     two Python scalars is not allowed by the standard (array-api-strict raises).
     """
-    return where(wins(x, y), g, where(equal(x, y), 0.5 * g, 0.0))
+    return where_p(wins(x, y), g, where_p(equal(x, y), 0.5 * g, 0.0))
 
 
 maximum = defop(
@@ -208,20 +239,50 @@ def clip(x, /, min=None, max=None):
     return x
 
 
-# A traced condition (a floating array used for its truth value, as NumPy allows)
-# selects piecewise: its derivative is zero, as in JAX, not an error.
-where = defop(
+# The condition is boolean (checked by ``where`` below), hence never traced
+# (a zero rule all the same).  Rules in this package call ``where_p`` directly, with
+# conditions they built from comparisons.
+where_p = defop(
     "where", lambda xp, c, x, y: xp.where(c, x, y),
     vjp=(lambda g, ans, c, x, y: None,
-         lambda g, ans, c, x, y: where(c, g, 0.0), lambda g, ans, c, x, y: where(c, 0.0, g)),
+         lambda g, ans, c, x, y: where_p(c, g, 0.0), lambda g, ans, c, x, y: where_p(c, 0.0, g)),
     jvp=(lambda t, ans, c, x, y: None,
-         lambda t, ans, c, x, y: where(c, t, 0.0), lambda t, ans, c, x, y: where(c, 0.0, t)),
+         lambda t, ans, c, x, y: where_p(c, t, 0.0), lambda t, ans, c, x, y: where_p(c, 0.0, t)),
     keep_args=(0,), keep_ans=False)
+
+
+def where(condition, x1, x2, /):
+    """``x1`` where ``condition`` is true, else ``x2`` (broadcasting all three).
+
+    Parameters
+    ----------
+    condition : bool array
+        The standard requires a boolean array; any other dtype (NumPy would
+        read a float array for its truth value) is refused.  A Python bool
+        is accepted.
+    x1, x2 : array or Python scalar
+
+    Returns
+    -------
+    array
+        Differentiable with respect to ``x1`` and ``x2``; the condition has no
+        derivative.
+    """
+    dt = getattr(condition, "dtype", None)
+    if dt is None:
+        if not isinstance(condition, bool):
+            raise TypeError(f"where: argument condition must be a boolean array, got "
+                            f"{type(condition).__name__} {condition!r}")
+    elif dtype_name(dt) != "bool":
+        raise TypeError(f"where: argument condition must have a boolean dtype, got dtype {dt} "
+                        f"(shape {tuple(condition.shape)}); compare it first, e.g. where(x != 0, ...)")
+    return where_p(condition, x1, x2)
+
 
 def _flip_unless_same_sign(g, x, y):
     # d copysign(x, y) / dx is +1 where x and y have the same sign bit, else -1.
     # (where(c, 1.0, -1.0) would pass two Python scalars, which the standard forbids.)
-    return where(equal(signbit(x), signbit(y)), g, negative(g))
+    return where_p(equal(signbit(x), signbit(y)), g, negative(g))
 
 
 copysign = defop(
@@ -257,7 +318,10 @@ conj = defop("conj", lambda xp, x: xp.conj(x), vjp=(lambda g, ans, x: conj(g),),
              jvp=(lambda t, ans, x: conj(t),), keep_args=(), keep_ans=False)
 real = defop("real", lambda xp, x: xp.real(x), vjp=(lambda g, ans, x: g,),
              jvp=(lambda t, ans, x: real(t),), keep_args=(), keep_ans=False)
-imag = defnondiff("imag", lambda xp, x: xp.imag(x))
+# imag's JVP is imag(t); its cotangent is -1j * g, since Re(-1j g t) = g Im(t)
+# (JAX's convention, as for real and conj above; NOTE [complex abs]).
+imag = defop("imag", lambda xp, x: xp.imag(x), vjp=(lambda g, ans, x: multiply(g, -1j),),
+             jvp=(lambda t, ans, x: imag(t),), keep_args=(), keep_ans=False)
 
 # --- non-differentiable -----------------------------------------------------
 sign = defnondiff("sign", lambda xp, x: xp.sign(x))

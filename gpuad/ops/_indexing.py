@@ -17,6 +17,7 @@ from .._core import Tracer, full_unbox
 from .._dtypes import is_integral
 from .._registry import deflinear, defnondiff
 from ._creation import zeros
+from ._elementwise import where
 
 __all__ = ["getitem", "index_add", "index_set", "normalize_key", "key_has_arrays", "take", "take_along_axis"]
 
@@ -105,10 +106,51 @@ def _index_set_impl(xp, base, values, *, key):
     return out
 
 
+def _has_int_arrays(key):
+    """Does ``key`` hold an integer index array (the only kind that can repeat a position)?"""
+    return any(hasattr(k, "shape") and not _is_bool_dtype(k.dtype) for k in key)
+
+
+def _stored_mask_impl(xp, like, *, key):
+    """Which positions of ``like[key]``'s shape were actually stored by ``like[key] = v``.
+
+    Writes position ids ``0 .. m-1`` (laid out in the indexed shape) with the
+    same key and the backend's own setitem, reads them back with the key,
+    and compares: a position whose id was overwritten by a later duplicate
+    reads back another id.
+    """
+    slots = xp.full(like.shape, -1, dtype=xp.int64, device=like.device)
+    shape = slots[key].shape
+    m = 1
+    for s in shape:
+        m *= s
+    ids = xp.reshape(xp.arange(m, dtype=xp.int64, device=like.device), shape)
+    slots[key] = ids
+    return slots[key] == ids
+
+
+_stored_mask = defnondiff(
+    "index_set_stored", _stored_mask_impl,
+    doc="Mask of the positions of ``x[key]`` that ``x[key] = v`` stores (NOTE [duplicate writes]).")
+
+
+def _index_set_vjp_values(g, ans, base, values, *, key):
+    # NOTE [duplicate writes]: with repeated integer indices, ``base[key] = v``
+    # stores one of the values written to a position (NumPy: the last) and
+    # drops the others, so only the stored value positions get a cotangent.
+    # The mask is computed with the backend's own setitem, so it agrees with
+    # the forward wherever the backend's choice is deterministic (NumPy: the
+    # last write; CuPy does not specify which write wins).  Slices and masks
+    # cannot repeat a position and skip this.
+    ct = getitem_p(g, key=key)
+    if _has_int_arrays(key):
+        ct = where(_stored_mask(g, key=key), ct, 0.0)
+    return ct
+
+
 index_set = deflinear(
     "index_set", _index_set_impl,
-    vjp=(lambda g, ans, base, values, *, key: index_set(g, 0.0, key=key),
-         lambda g, ans, base, values, *, key: getitem_p(g, key=key)),
+    vjp=(lambda g, ans, base, values, *, key: index_set(g, 0.0, key=key), _index_set_vjp_values),
     doc="A copy of ``base`` with ``values`` written at ``key`` (functional ``__setitem__``).")
 
 

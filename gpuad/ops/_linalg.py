@@ -15,7 +15,8 @@ transposes).
 # cotangent is ``g det(A) A^{-T}`` (``slogdet``: ``g A^{-T}``).  ``X =
 # solve(A, B)``: ``dX = A^{-1} (dB - dA X)``, ``B_bar = A^{-T} G`` and
 # ``A_bar = -B_bar X^T``.  These need ``A`` invertible; at a singular ``A``
-# the backend's ``inv``/``solve`` raises or returns non-finite values.
+# the backend's ``inv``/``solve`` raises or returns non-finite values.  det's
+# rules use the adjugate instead (NOTE [det at singular matrices]).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .._core import Tracer
 from .._dtypes import dtype_name
 from .._registry import deflinear, defop
 from ._creation import arange, eye, zeros
-from ._elementwise import add, conj, equal, less_equal, multiply, negative, subtract, where
+from ._elementwise import add, conj, divide, equal, less_equal, multiply, negative, subtract, where
 from ._indexing import getitem
 from ._manipulation import (
     broadcast_to, concat, expand_dims, matrix_transpose, normalize_axis, permute_dims, reshape, stack,
@@ -356,15 +357,62 @@ def _mat_scalar(s):
     return expand_dims(expand_dims(s, -1), -1)
 
 
+def _adjugate_impl(xp, x):
+    # adj(A) = det(A) A^{-1} = det(U) det(Vh) V diag(p) U^H for A = U diag(s) Vh, with
+    # p_i the product of the singular values other than s_i: finite and exact for
+    # every A, singular or not (rank n-1 gives a rank-1 adjugate, lower rank 0).
+    n = x.shape[-1]
+    if n <= 1:
+        return xp.ones(x.shape, dtype=x.dtype, device=x.device)
+    u, sv, vh = xp.linalg.svd(x, full_matrices=False)
+    rows = xp.broadcast_to(sv[..., None, :], sv.shape[:-1] + (n, n))
+    others = xp.where(xp.eye(n, dtype=xp.bool, device=x.device), xp.ones_like(rows), rows)
+    p = xp.prod(others, axis=-1)
+    scale = xp.linalg.det(u) * xp.linalg.det(vh)
+    v = xp.matrix_transpose(vh)
+    uh = xp.matrix_transpose(u)
+    if _is_complex(x):
+        v, uh = xp.conj(v), xp.conj(uh)
+    return ((v * p[..., None, :]) @ uh) * scale[..., None, None]
+
+
+def _adjugate_jvp(t, ans, x):
+    # d adj(A) = (tr(adj dA) adj - adj dA adj) / det(A): needs A invertible.
+    tr = sum(multiply(_mT(ans), t), axis=(-2, -1))
+    return divide(subtract(multiply(_mat_scalar(tr), ans), matmul(ans, matmul(t, ans))),
+                  _mat_scalar(det_p(x)))
+
+
+def _adjugate_vjp(g, ans, x):
+    inner = sum(multiply(g, ans), axis=(-2, -1))
+    ct = _mT(ans)
+    return divide(subtract(multiply(_mat_scalar(inner), ct), matmul(ct, matmul(g, ct))), _mat_scalar(det_p(x)))
+
+
+# NOTE [det at singular matrices]: the derivative of det is the transposed
+# adjugate (cofactor matrix), which exists for every matrix; det A^{-T}
+# does not at a singular A.  ``linalg_adjugate`` computes it from an SVD, so
+# grad(det) and jvp(det) are exact at singular matrices too (JAX's values).
+# Second derivatives go through adjugate's own rules, which divide by det:
+# they need A invertible.
+adjugate_p = defop(
+    "linalg_adjugate", _adjugate_impl, vjp=(_adjugate_vjp,), jvp=(_adjugate_jvp,),
+    keep_args=(0,), keep_ans=True,
+    doc="Adjugate ``det(x) inv(x)`` of each matrix, computed for singular ones too (NOTE [det at singular matrices]).")
+
 det_p = defop(
     "linalg_det", lambda xp, x: xp.linalg.det(x),
-    vjp=(lambda g, ans, x: multiply(_mat_scalar(multiply(g, ans)), _inv_t(x)),),
-    jvp=(lambda t, ans, x: multiply(ans, sum(multiply(_inv_t(x), t), axis=(-2, -1))),),
-    keep_args=(0,), keep_ans=True)
+    vjp=(lambda g, ans, x: multiply(_mat_scalar(g), _mT(adjugate_p(x))),),
+    jvp=(lambda t, ans, x: sum(multiply(_mT(adjugate_p(x)), t), axis=(-2, -1)),),
+    keep_args=(0,), keep_ans=False)
 
 
 def linalg_det(x, /):
-    """Determinant of each matrix: (..., M, M) -> (...).  Derivatives need ``x`` invertible."""
+    """Determinant of each matrix: (..., M, M) -> (...).
+
+    Its derivative, the transposed adjugate, is exact at singular matrices too;
+    second derivatives need ``x`` invertible (NOTE [det at singular matrices]).
+    """
     _check_square(x, "det")
     return det_p(x)
 
@@ -374,16 +422,28 @@ def _slogdet_impl(xp, x):
     return (r[0], r[1])
 
 
+def _logdet_grad_t(x):
+    """``x^{-T}``, the derivative of logabsdet; a clear error at a singular ``x``."""
+    try:
+        return _inv_t(x)
+    except ValueError as e:  # numpy.linalg.LinAlgError is a ValueError
+        if "singular" not in str(e).lower():
+            raise
+        raise type(e)(
+            f"slogdet: derivative at a singular matrix (shape {_shape(x)}): logabsdet is -inf there and has no "
+            "derivative. Use det (its derivative, the adjugate, exists everywhere) or keep x invertible") from e
+
+
 def _slogdet_jvp(tangents, ans, x):
     (t,) = tangents
     if t is None:
         return (None, None)
-    return (None, sum(multiply(_inv_t(x), t), axis=(-2, -1)))
+    return (None, sum(multiply(_logdet_grad_t(x), t), axis=(-2, -1)))
 
 
 slogdet_p = defop(
     "linalg_slogdet", _slogdet_impl,
-    vjp=(lambda g, ans, x: multiply(_mat_scalar(g[1]), _inv_t(x)),),
+    vjp=(lambda g, ans, x: multiply(_mat_scalar(g[1]), _logdet_grad_t(x)),),
     jvp_joint=_slogdet_jvp, keep_args=(0,), keep_ans=False, multiple_results=True)
 
 SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])

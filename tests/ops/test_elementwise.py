@@ -30,7 +30,7 @@ COVERS = {
     "log", "log1p", "log2", "log10", "sqrt", "square", "sin", "cos", "tan", "asin", "acos",
     "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "abs", "reciprocal", "hypot",
     "atan2", "logaddexp", "maximum", "minimum", "where", "copysign", "remainder", "astype",
-    "conj", "real",
+    "conj", "real", "imag",
 }
 
 HYP = settings(max_examples=8, deadline=None, derandomize=True,
@@ -296,6 +296,72 @@ def test_abs_derivative_at_zero(backend):
     assert backend.to_numpy(g).tolist() == [0.0, 0.0, 1.0, -1.0]
     _, t = gpuad.jvp(ops.abs, (x,), (ops.ones_like(x),))
     assert backend.to_numpy(t).tolist() == [0.0, 0.0, 1.0, -1.0]
+
+
+# --- complex values (NOTE [complex abs]; JAX's convention) ----------------------------
+# check_grads differentiates real inputs, so each complex op is checked on
+# z = a + i b, with the real and imaginary parts of its result as outputs: every
+# rule of the op and the engine's complex-to-real casts (NOTE [complex to real])
+# are exercised, to order 2 in both modes.
+_COMPLEX = {
+    "abs": ops.abs,
+    "imag": ops.imag,
+    "real": ops.real,
+    "conj": ops.conj,
+    "abs_squared": lambda z: ops.abs(z) ** 2,
+    "imag_of_square": lambda z: ops.imag(z * z),
+}
+
+_ZA = [[0.31, -0.72, 1.13], [-1.41, 0.57, 0.9]]
+_ZB = [[0.45, 1.2, -0.66], [0.2, -0.83, 0.0]]  # the last z is real and positive
+
+
+def _parts(w):
+    return (ops.real(w), ops.imag(w)) if str(w.dtype).rsplit(".", 1)[-1].startswith("complex") else w
+
+
+@pytest.mark.parametrize("name", sorted(_COMPLEX))
+def test_complex_check_grads(backend, name):
+    f = _COMPLEX[name]
+    a, b = backend.asarray(_ZA), backend.asarray(_ZB)
+    check_grads(lambda a, b: _parts(f(a + b * 1j)), (a, b), order=2, modes=BOTH)
+
+
+def test_complex_abs_derivatives(backend):
+    zn = np.asarray([0.3 + 0.4j, -1.0 + 0.2j, 0.0 + 0.0j, -2.0 + 0.0j])
+    tn = np.asarray([0.5 - 1.0j, 2.0 + 1.0j, 1.0 + 1.0j, 0.5 + 3.0j])
+    z, t = backend.asarray(zn, dtype="complex128"), backend.asarray(tn, dtype="complex128")
+    r = np.abs(zn)
+    unit = np.where(r == 0, 0.0, np.conj(zn) / np.where(r == 0, 1.0, r))  # 0 at z == 0
+    y, dy = gpuad.jvp(ops.abs, (z,), (t,))
+    assert "float64" in str(dy.dtype)
+    np.testing.assert_allclose(backend.to_numpy(dy), np.real(unit * tn), rtol=1e-12, atol=1e-15)
+    # reverse mode: the cotangent pairs with tangents as Re(ct * t) (JAX's convention)
+    g = gpuad.grad(lambda z: ops.sum(ops.abs(z) ** 2))(z)
+    np.testing.assert_allclose(backend.to_numpy(g), 2 * np.conj(zn), rtol=1e-12, atol=1e-15)
+    g = gpuad.grad(lambda z: ops.sum(ops.abs(z)))(z)
+    np.testing.assert_allclose(backend.to_numpy(g), unit, rtol=1e-12, atol=1e-15)
+    # |i a| = |a|: its derivative in the real a is sign(a), as for real abs
+    a = backend.asarray([0.3, -1.2, 2.0])
+    _, da = gpuad.jvp(lambda a: ops.abs(a * 1j), (a,), (ops.ones_like(a),))
+    np.testing.assert_allclose(backend.to_numpy(da), [1.0, -1.0, 1.0], rtol=1e-12)
+    g = gpuad.grad(lambda a: ops.sum(ops.abs(a * 1j)))(a)
+    np.testing.assert_allclose(backend.to_numpy(g), [1.0, -1.0, 1.0], rtol=1e-12)
+
+
+def test_imag_derivatives(backend):
+    an = np.asarray([0.3, -1.2, 2.0])
+    a = backend.asarray(an)
+    g = gpuad.grad(lambda a: ops.sum(ops.imag(ops.exp(a * 1j))))(a)  # d sin(a)
+    np.testing.assert_allclose(backend.to_numpy(g), np.cos(an), rtol=1e-12)
+    _, t = gpuad.jvp(lambda a: ops.imag(1 / (a + 1j)), (a,), (ops.ones_like(a),))  # imag = -1 / (a^2 + 1)
+    np.testing.assert_allclose(backend.to_numpy(t), 2 * an / (an * an + 1) ** 2, rtol=1e-12)
+    g = gpuad.grad(lambda a: ops.sum(ops.imag(1 / (a + 1j))))(a)
+    np.testing.assert_allclose(backend.to_numpy(g), 2 * an / (an * an + 1) ** 2, rtol=1e-12)
+    # Im(z^2) = 2xy: d/dx - i d/dy = 2y - 2ix = -2i z
+    zn = np.asarray([0.3 + 0.4j, -1.0 + 0.2j])
+    g = gpuad.grad(lambda z: ops.sum(ops.imag(z * z)))(backend.asarray(zn, dtype="complex128"))
+    np.testing.assert_allclose(backend.to_numpy(g), -2j * zn, rtol=1e-12)
 
 
 @pytest.mark.parametrize("op", ["maximum", "minimum"])

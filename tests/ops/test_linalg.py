@@ -18,15 +18,22 @@ from hypothesis import strategies as st
 
 import gpuad
 from gpuad import xp
+from gpuad.ops import _linalg
 from gpuad.testing import check_grads
 
 from strategies import seeds
+
+
+def adjugate_p(x):
+    """The ``linalg_adjugate`` primitive (internal: det's derivative, NOTE [det at singular matrices])."""
+    return _linalg.adjugate_p(x)
+
 
 LA = xp.linalg
 
 #: Primitives whose derivatives this module checks to order 2, fwd and rev.
 COVERS = {
-    "linalg_diagonal", "linalg_inv", "linalg_solve", "linalg_det", "linalg_slogdet",
+    "linalg_diagonal", "linalg_inv", "linalg_solve", "linalg_det", "linalg_slogdet", "linalg_adjugate",
     "linalg_cholesky", "linalg_eigh", "linalg_svd", "linalg_qr", "linalg_vector_norm",
 }
 
@@ -90,6 +97,9 @@ CASES = {
     "solve_matrix": (LA.solve, (_general((2,)), _rng(3).normal(size=(3, 2)))),
     "solve_vector": (LA.solve, (_general((2,)), _rng(3).normal(size=(3,)))),
     "det": (LA.det, (_general((2,)),)),
+    "adjugate": (adjugate_p, (_general((2,)),)),
+    "adjugate_4x4": (adjugate_p, (_rng(6).normal(size=(4, 4)),)),
+    "adjugate_1x1": (adjugate_p, (_rng(6).normal(size=(2, 1, 1)),)),
     "slogdet": (lambda a: LA.slogdet(a)[1], (_general() - 6.0 * np.eye(3),)),
     "matrix_power_3": (lambda a: LA.matrix_power(a, 3), (_general(seed=4) / 3.0,)),
     "matrix_power_neg": (lambda a: LA.matrix_power(a, -2), (_general(),)),
@@ -137,6 +147,43 @@ def test_det_gradient_closed_form(backend):
     g = gpuad.grad(lambda x: xp.sum(LA.det(x)))(backend.asarray(a))
     want = np.linalg.det(a)[:, None, None] * np.swapaxes(np.linalg.inv(a), -1, -2)
     _close(backend, g, want)
+
+
+# NOTE [det at singular matrices]: the derivative of det is the transposed adjugate.
+_RANK2 = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]])
+_RANK2_ADJ_T = np.array([[4.0, 4.0, -4.0], [-2.0, -2.0, 2.0], [0.0, 0.0, 0.0]])  # cofactors of _RANK2
+_RANK1 = np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 2.0])
+
+
+def test_det_derivative_at_singular_matrices(backend):
+    # was: LinAlgError "linalg_inv: Singular matrix" from grad(det)
+    a = backend.asarray(np.stack([_RANK2, _RANK1, _general()]))
+    g = gpuad.grad(lambda x: xp.sum(LA.det(x)))(a)
+    want = np.stack([_RANK2_ADJ_T, np.zeros((3, 3)), np.linalg.det(_general()) * np.linalg.inv(_general()).T])
+    _close(backend, g, want)
+    t = _rng(7).normal(size=(3, 3, 3))
+    _, dt = gpuad.jvp(LA.det, (a,), (backend.asarray(t),))
+    _close(backend, dt, np.sum(want * t, axis=(-2, -1)))
+    _close(backend, adjugate_p(backend.asarray(_RANK2)), _RANK2_ADJ_T.T)
+    # 1x1: det(x) = x, derivative 1 even at 0
+    _close(backend, gpuad.grad(lambda x: xp.sum(LA.det(x)))(backend.asarray([[0.0]])), [[1.0]])
+
+
+def test_det_second_derivative_at_the_identity(backend):
+    # Repeated singular values (where an SVD's own derivative breaks down) are fine:
+    # d2 det / dA_ij dA_kl at I is d_ij d_kl - d_il d_kj.
+    n = 3
+    e = np.eye(n)
+    want = np.einsum("ij,kl->ijkl", e, e) - np.einsum("il,kj->ijkl", e, e)
+    _close(backend, gpuad.hessian(LA.det)(backend.asarray(e)), want)
+    check_grads(LA.det, (backend.asarray(e),), order=3)
+
+
+def test_slogdet_derivative_at_a_singular_matrix_is_a_clear_error(backend):
+    if backend.name == "cupy":
+        pytest.skip("CuPy's inv returns non-finite values at a singular matrix instead of raising")
+    with pytest.raises(ValueError, match=r"slogdet: derivative at a singular matrix \(shape \(3, 3\)\)"):
+        gpuad.grad(lambda x: LA.slogdet(x)[1])(backend.asarray(_RANK2))
 
 
 def test_logdet_gradient_closed_form(backend):
@@ -281,6 +328,7 @@ _BATCHED = {
     "solve": (LA.solve, lambda b, seed: (_general(b, seed=seed), _rng(seed).normal(size=b + (3, 2)))),
     "solve_vec": (LA.solve, lambda b, seed: (_general(b, seed=seed), _rng(seed).normal(size=(3,)))),
     "det": (LA.det, lambda b, seed: (_general(b, seed=seed),)),
+    "adjugate": (adjugate_p, lambda b, seed: (_general(b, seed=seed),)),
     "slogdet": (lambda a: LA.slogdet(a)[1], lambda b, seed: (_general(b, seed=seed),)),
     "cholesky": (LA.cholesky, lambda b, seed: (_spd(b, seed=seed),)),
     "eigh": (lambda a: _eigh_parts(LA.eigh(a)), lambda b, seed: (_spd(b, seed=seed),)),

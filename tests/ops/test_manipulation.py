@@ -248,3 +248,42 @@ def test_axis_errors_name_the_op(backend):
         xp.diff(x, axis=2)
     with pytest.raises(IndexError, match="unstack: axis 2"):
         xp.unstack(x, axis=2)
+
+
+# --- full / full_like with an array fill value (NOTE [traced fill]) ------------------------
+def test_full_and_full_like_differentiate_a_traced_fill_value(backend):
+    x = backend.asarray([0.3, -1.2, 2.0])
+    b = backend.asarray(0.7)
+    # was: a silent zero (the fill value was unboxed)
+    _same(backend, gpuad.grad(lambda b: xp.sum(xp.full_like(x, b) * x))(b), 1.1)
+    _same(backend, gpuad.grad(lambda b: xp.sum(xp.full((3,), b) * x))(b), 1.1)
+    _, t = gpuad.jvp(lambda b: xp.full((2, 3), b), (b,), (backend.asarray(1.0),))
+    _same(backend, t, np.ones((2, 3)))
+    check_grads(lambda b: xp.full((2, 3), xp.sin(b)), (b,))
+    check_grads(lambda b, x: xp.full_like(x, b * b) * x, (b, x))
+    # full_like keeps x's dtype; an integer output carries no derivative
+    x32 = backend.asarray([1.0, 2.0], dtype="float32")
+    g = gpuad.grad(lambda b: xp.sum(xp.astype(xp.full_like(x32, b) * x32, b.dtype)))(b)
+    assert g.dtype == b.dtype
+    _same(backend, g, 3.0)
+    g = gpuad.grad(lambda b: xp.sum(xp.astype(xp.full(3, b, dtype=backend.xp.int64), b.dtype)))(b)
+    _same(backend, g, 0.0)
+
+
+def test_full_with_a_plain_array_fill_value(backend):
+    b = backend.asarray(0.5)
+    z = xp.full((2,), b)
+    assert type(z) is type(b) and z.device == b.device  # built on the fill value's backend and device
+    z[0] = 1.5  # a fresh, writable array
+    _same(backend, z, [1.5, 0.5])
+    _same(backend, xp.full_like(backend.asarray([1.0, 2.0, 3.0]), b), [0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match=r"full: fill_value of shape \(2,\) does not broadcast to shape \(3,\)"):
+        xp.full((3,), backend.asarray([1.0, 2.0]))
+
+
+def test_full_like_refuses_a_fill_value_on_another_device():
+    import array_api_strict as s
+
+    with pytest.raises(ValueError, match=r"full_like: fill_value is an array on device .*CPU_DEVICE.*, but the "
+                                         r"output is on device .*device1"):
+        xp.full_like(s.ones(2, device=s.Device("device1")), s.asarray(1.0))
