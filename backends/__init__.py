@@ -24,7 +24,8 @@ Optional, for ``gpuad.distributed``: ``comm_buffer(x)`` (a flat bucket as
 the buffer an MPI call takes: NumPy through the buffer protocol, CuPy through
 ``__cuda_array_interface__`` after a stream sync), ``scale_into(buf, start,
 src, scale)`` (packing fused with scaling), ``REUSABLE_BUCKETS`` (views keep
-their base referenced, so buckets may be reused), and for CuPy
+their base referenced, so buckets may be reused), ``device_key(device)`` (a
+hashable stand-in for an unhashable device in cache keys), and for CuPy
 ``device_count()``/``use_device(i)`` (one GPU per process).  A backend
 without ``comm_buffer`` is staged through NumPy by the MPI communicator.
 

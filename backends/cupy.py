@@ -18,6 +18,8 @@ and says which failed.  CuPy is imported only when probed or used.
 
 from __future__ import annotations
 
+from .cupy_env import LOCAL_RANK_VARS, cuda_major, install_extra, local_device, nccl_install_hint  # noqa: F401
+
 NAME = "cupy"
 _INSTALL_HINT = "pip install 'gpuad[cuda12]' or 'gpuad[cuda13]'"
 
@@ -58,7 +60,7 @@ def _import():
 
 
 def _distribution_version():
-    """Version of an installed CuPy wheel, from its metadata (no import)."""
+    """``(distribution, version)`` of an installed CuPy wheel, from its metadata (no import)."""
     from importlib import metadata
 
     for dist in ("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"):
@@ -69,6 +71,24 @@ def _distribution_version():
         except Exception:  # noqa: BLE001 - broken metadata
             continue
     return None, None
+
+
+def nccl_available():
+    """``(available, reason)``: whether CuPy can load NCCL (cupyx.distributed needs it); never raises."""
+    ok, why = probe()
+    if not ok:
+        return False, why
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # CuPy warns when the library cannot be loaded
+            warnings.simplefilter("ignore")
+            from cupy.cuda import nccl
+        if not getattr(nccl, "available", False):
+            return False, f"CuPy cannot load the NCCL library ({nccl_install_hint()})"
+    except Exception as e:  # noqa: BLE001 - any failure means unusable
+        return False, f"cupy.cuda.nccl failed to import: {_one_line(e)}"
+    return True, "NCCL available"
 
 
 def version():
@@ -90,6 +110,13 @@ def probe():
     return _probe_result
 
 
+def _current_device(cupy):
+    try:
+        return int(cupy.cuda.runtime.getDevice())  # asking makes no context
+    except Exception:  # noqa: BLE001 - cosmetic: the index in the probe's reason
+        return 0
+
+
 def _device_name(cupy, i):
     name = cupy.cuda.runtime.getDeviceProperties(i)["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
@@ -105,19 +132,28 @@ def _probe():
         return False, f"no usable CUDA device: getDeviceCount() failed: {_one_line(e)}"
     if n < 1:
         return False, "no usable CUDA device: getDeviceCount() returned 0"
+    # NOTE [probe device]: under a launcher (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID,
+    # ...) the smoke kernel runs on the device this process will use, local rank modulo the device
+    # count, which stays current: no rank of a multi-GPU job opens a CUDA context on device 0 before
+    # gpuad.distributed.init selects its own GPU (the same one).  Elsewhere: the current device.
+    dev = local_device(n)
     try:
+        if dev is not None:
+            cupy.cuda.Device(dev).use()
+        else:
+            dev = _current_device(cupy)
         x = cupy.arange(8, dtype=cupy.float32)
         y = cupy.ElementwiseKernel("float32 x", "float32 y", "y = x * 2.0f", "gpuad_smoke")(x)
         ok = bool((y[3] == 6.0).get())
     except Exception as e:  # noqa: BLE001 - NVRTC missing, unsupported arch, ...
-        return False, f"CUDA smoke launch failed on device 0: {_one_line(e)}"
+        return False, f"CUDA smoke launch failed on device {dev if dev is not None else 0}: {_one_line(e)}"
     if not ok:
-        return False, "CUDA smoke launch on device 0 gave a wrong result"
+        return False, f"CUDA smoke launch on device {dev} gave a wrong result"
     try:
-        name = _device_name(cupy, 0)
+        name = _device_name(cupy, dev)
     except Exception:  # noqa: BLE001 - the name is cosmetic
         name = "unknown"
-    return True, f"CuPy {cupy.__version__}, {n} CUDA device(s), device 0: {name}"
+    return True, f"CuPy {cupy.__version__}, {n} CUDA device(s), device {dev}: {name}"
 
 
 #: Whether the pool limit was applied (NOTE [pool limit]); tests reset it to False.
@@ -385,6 +421,15 @@ def device_count():
     import cupy
 
     return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def device_key(device):
+    """A hashable stand-in for a CuPy device in cache keys: ``("cuda", id)``.
+
+    ``cupy.cuda.Device`` is not hashable in CuPy 14 (``hash`` raises
+    ``TypeError``), so gpuad.distributed's plan cache keys leaves by this.
+    """
+    return ("cuda", int(device.id))
 
 
 def use_device(index):

@@ -102,11 +102,12 @@ _UNARY = (
 )
 
 # --- gpuad.nn activations ------------------------------------------------------
-# relu: a select, not g * (x > 0), so that an inf/NaN cotangent at an inactive
-# unit gives 0 as the generic rule where(ans > 0, g, 0) does; ans > 0 exactly
-# where x > 0.
+# relu: g * (ans > 0) as the generic rule computes it (ans > 0 exactly where
+# x > 0), so an inf/NaN cotangent at an inactive unit gives NaN there too
+# (inf * 0), as it must for loss scaling to see an fp16 overflow; the select
+# saves the multiply at active units only.
 _NN = "gpuad.nn"
-_RELU = _grad("nn_relu_grad", "ans", "ans > T(0) ? g : T(0)", declared_in=_NN)
+_RELU = _grad("nn_relu_grad", "ans", "ans > T(0) ? g : g * T(0)", declared_in=_NN)
 _SIGMOID = _grad("nn_sigmoid_grad", "ans", "g * (ans * (T(1) - ans))", declared_in=_NN)
 _SOFTPLUS = _grad("nn_softplus_grad", "x", "g * gpuad_sigmoid(x)", SIGMOID_PREAMBLE, _NN)
 # silu(x) = x s(x);  silu'(x) = s (1 + x (1 - s)).

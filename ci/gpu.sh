@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # GPU CI job, for a runner with an NVIDIA GPU and driver.
 #
-# Picks gpuad[cuda13] when the driver supports CUDA 13, else gpuad[cuda12];
+# Picks gpuad[cuda13] when the driver supports CUDA 13, else gpuad[cuda12]
+# (with the train extra, so that the training tests run);
 # GPUAD_CUDA_MAJOR=12|13 overrides.  CuPy wheels do not bundle the CUDA
-# libraries (NVRTC, cuBLAS, ...): when the runner has no CUDA toolkit, they are
-# pip-installed too through CuPy's [ctk] extra (GPUAD_CUPY_CTK=1|0 forces it).  Fails unless CuPy is usable, then runs the
+# libraries (NVRTC, cuBLAS, ...): when the runner has no CUDA toolkit of that
+# major (ci/cuda_toolkit.sh), they are pip-installed too through CuPy's [ctk]
+# extra (GPUAD_CUPY_CTK=1|0 forces it).  Nor do they bundle NCCL, which
+# cupyx.distributed needs: nvidia-nccl-cu<major> is installed.  Fails unless
+# CuPy is usable, then runs the
 # whole suite with GPUAD_BACKEND=cupy (gpu-marked tests included), the bounded
 # packaging/slow step and the benchmarks (python -m bench, the gpu workload
 # included), whose JSON and markdown go to GPUAD_BENCH_OUT (default
 # bench/results/gpu; .github/workflows/ci.yml uploads it as an artifact).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=ci/cuda_toolkit.sh
+. ci/cuda_toolkit.sh
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -27,8 +33,10 @@ if [ -z "$cuda_major" ]; then
     driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1)
     if [ "${driver%%.*}" -ge 580 ]; then cuda_major=13; else cuda_major=12; fi
 fi
-if [ "$cuda_major" -ge 13 ]; then extra=cuda13; else extra=cuda12; fi
-echo "driver supports CUDA $cuda_major -> gpuad[test,$extra]"
+# The CuPy wheel's CUDA major (cupy-cuda12x or cupy-cuda13x): what the toolkit check and NCCL must match.
+if [ "$cuda_major" -ge 13 ]; then wheel_major=13; else wheel_major=12; fi
+extra=cuda$wheel_major
+echo "driver supports CUDA $cuda_major -> gpuad[test,train,$extra] (cupy-cuda${wheel_major}x)"
 
 PYTHON=${PYTHON:-python3}
 VENV=${GPUAD_CI_VENV:-.venv-gpu}
@@ -39,17 +47,20 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-step "install gpuad[test,$extra]"
+step "install gpuad[test,train,$extra]"
 python -m pip install -q --upgrade pip "setuptools>=70.1" wheel
-python -m pip install -q -e ".[test,$extra]"
+python -m pip install -q -e ".[test,train,$extra]"
 ctk=${GPUAD_CUPY_CTK:-}
 if [ -z "$ctk" ]; then
-    if ldconfig -p 2>/dev/null | grep 'libnvrtc\.so' >/dev/null || [ -d /usr/local/cuda/lib64 ]; then ctk=0; else ctk=1; fi
+    if has_cuda_toolkit "$wheel_major"; then ctk=0; else ctk=1; fi
 fi
 if [ "$ctk" = 1 ]; then
-    step "no system CUDA toolkit: installing cupy-cuda${cuda_major}x[ctk]"
-    python -m pip install -q "cupy-cuda${cuda_major}x[ctk]"
+    step "no CUDA $wheel_major toolkit on the system: installing cupy-cuda${wheel_major}x[ctk]"
+    python -m pip install -q "cupy-cuda${wheel_major}x[ctk]"
 fi
+# CuPy loads NCCL (cupyx.distributed, test_nccl_two_gpus) from this wheel; its wheels do not bundle it.
+step "install nvidia-nccl-cu${wheel_major}"
+python -m pip install -q "nvidia-nccl-cu${wheel_major}"
 
 step "gpuad info (CuPy must be usable)"
 GPUAD_BACKEND=cupy gpuad info

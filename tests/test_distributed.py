@@ -96,9 +96,6 @@ class InPlace(distributed.Communicator):
             b *= 2
         return bufs
 
-    def _allgather_ints_(self, value):
-        return [value, value]
-
 
 class InPlaceKept(InPlace):
     """:class:`InPlace` with the kept-bucket fast path (as MPI has); ``kept_calls`` counts its uses."""
@@ -110,6 +107,7 @@ class InPlaceKept(InPlace):
         try:
             for b in bufs:
                 b *= 2
+            self._verify(op, plan, bufs[0])
             self.kept_calls += 1
         finally:
             if wd is not None:
@@ -155,20 +153,21 @@ def test_buckets_are_reused_only_when_no_result_refers_to_them(monkeypatch, tran
 
 
 class Counting(InPlace):
-    """:class:`InPlace` that counts structure checks and transport calls."""
+    """:class:`InPlace` that counts the plans it makes and the buffer sizes of its transport calls."""
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        self.checks = 0
+        self.plans_made = 0
         self.sums = []
 
     def _sum_(self, group, bufs):
         self.sums.append([b.shape[0] for b in bufs])
         return super()._sum_(group, bufs)
 
-    def _allgather_ints_(self, value):
-        self.checks += 1
-        return super()._allgather_ints_(value)
+    def _plan_for(self, op, leaves, td):
+        plan, key, made = super()._plan_for(op, leaves, td)
+        self.plans_made += made
+        return plan, key, made
 
 
 def _grads(k=1.0):
@@ -179,15 +178,16 @@ def _grads(k=1.0):
 def test_plan_and_compiled_structure_are_cached_and_reused(monkeypatch):
     made = []
     original = BucketPlan.__init__
-    monkeypatch.setattr(BucketPlan, "__init__", lambda self, *a: made.append(1) or original(self, *a))
+    monkeypatch.setattr(BucketPlan, "__init__", lambda self, *a, **k: made.append(1) or original(self, *a, **k))
     comm = Counting(0, 2, timeout=None)
     for k in range(1, 6):
         out = comm.allreduce_mean(_grads(k))  # two ranks of equal trees: the mean is the tree
         np.testing.assert_array_equal(out[0]["w"], np.full((3, 4), k, np.float32))
         np.testing.assert_array_equal(out[1]["w"], np.full((4, 2), 3 * k, np.float32))
         assert out[0]["b"].dtype == np.float32 and out[1]["b"] is None and out[1]["e"].shape == (0, 2)
-    assert len(made) == 1 and comm.checks == 1      # one plan, one cross-rank check, for five calls
-    assert comm.sums == [[12 + 4 + 8]] * 5          # one bucket, one transport call per call
+    assert len(made) == 1 and comm.plans_made == 1  # one plan for five calls
+    words = next(iter(comm._plans.values())).check.count
+    assert comm.sums == [[12 + 4 + 8 + words]] * 5  # one bucket (and its check words), one transport call per call
     (entries,) = comm._fast.values()                # compiled on the second call, used from then on
     assert len(entries) == 1 and entries[0].plan is next(iter(comm._plans.values()))
     assert entries[0].rebuild is not None   # NumPy, no split leaf: unpacked and rebuilt in one expression
@@ -213,10 +213,12 @@ def test_plan_cache_tells_structures_shapes_and_dtypes_apart():
             np.testing.assert_array_equal(got, want, err_msg=name)
             assert got.dtype == want.dtype and got.shape == want.shape, name
         assert distributed._comm.tree_flatten(out)[1] == distributed._comm.tree_flatten(tree)[1], name
-    # same leaves in another structure share the plan (no new check); other shapes or dtypes do not
-    assert comm.checks == 1 + 5  # base, shape, dtype, leaf is None, None is a leaf, longer
+    # every structure has its plan: its hash is part of the check words (other keys, tuple for list too)
+    assert comm.plans_made == 1 + 7
+    signatures = {p.signature for p in comm._plans.values()}
+    assert len(signatures) == 8
     np.testing.assert_array_equal(comm.allreduce_mean(base)[0]["b"], base[0]["b"])  # the first one still hits
-    assert comm.checks == 6
+    assert comm.plans_made == 8
 
 
 @pytest.mark.parametrize("transport", [InPlace, InPlaceKept])
@@ -346,7 +348,10 @@ def test_compiled_path_splits_leaves_across_buckets_and_changes_weights():
         np.testing.assert_array_equal(out[1]["w"], np.full((4, 2), 3 * k * w, np.float32))
         s = comm.allreduce_sum(_grads(k))
         np.testing.assert_array_equal(s[1]["w"], np.full((4, 2), 6 * k, np.float32))
-    assert comm.checks == 1 and all(sum(n) == 24 for n in comm.sums)
+    words = next(iter(comm._plans.values())).check.count
+    assert comm.plans_made == 1 and len(comm.sums) == 16
+    # bucket 0 alone first (its words are checked before the rest is exchanged), then the other buckets
+    assert all(first == [5 + words] and sum(rest) == 24 - 5 for first, rest in zip(comm.sums[::2], comm.sums[1::2]))
 
 
 def test_compiled_path_with_a_transport_that_returns_new_buffers():
@@ -442,7 +447,8 @@ def test_allreduce_mean_mixed_dtypes_empty_leaves_split_buckets(size, bucket_mb)
     if size > 1:
         calls = results[0][1]
         plan_sizes = sorted(n for _, _, n in calls)
-        assert sum(plan_sizes) == 12 + 5 + 3  # every element once, empty leaves none
+        assert calls[0][1] == "float64"  # bucket 0 ("b"), with 4 check words (of 51-52 bits)
+        assert sum(plan_sizes) == 12 + 5 + 3 + 4  # every element once, empty leaves none
         if bucket_mb == 25:
             assert sorted(dt for _, dt, _ in calls) == ["complex64", "float32", "float64"]  # one call per dtype
 
@@ -498,6 +504,166 @@ def test_mismatched_trees_across_ranks_fail_clearly():
         run_local(2, work)
 
 
+# --- the structure check (NOTE [check words]) ----------------------------------------------------
+def test_ranks_that_disagree_on_their_plan_caches_run_the_same_collectives():
+    # A plan-cache hit on one rank and a miss on another must not change which collectives they call:
+    # the structure check travels in the data, not in a collective of its own.
+    def work(comm):
+        outs = []
+        for k in range(4):
+            if comm.rank == 1:  # rank 1 forgets its plans (e.g. it made MAX_PLANS others): a miss every time
+                comm._plans.clear()
+                comm._fast.clear()
+            outs.append(comm.allreduce_mean(_grads(comm.rank + k)))
+        return outs, comm.collective_calls
+
+    (outs0, calls0), (outs1, calls1) = run_local(2, work, timeout=20)
+    assert calls0 == calls1 == 4
+    for k in range(4):
+        for out in (outs0[k], outs1[k]):
+            np.testing.assert_array_equal(out[0]["w"], np.full((3, 4), k + 0.5, np.float32))
+
+
+def _raises_on_every_rank(work, size=2):
+    """Run ``work`` on ``size`` local ranks; every rank's exception (None where it returned).
+
+    The group is not broken when a rank fails: each rank must fail on its own, at once.
+    """
+    comms = distributed.local_group(size, timeout=10)
+    errors = [None] * size
+
+    def main(r):
+        try:
+            work(comms[r])
+        except BaseException as e:  # noqa: BLE001 - inspected by the test
+            errors[r] = e
+
+    threads = [threading.Thread(target=main, args=(r,)) for r in range(size)]
+    t0 = time.monotonic()
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert time.monotonic() - t0 < 5, "a mismatch must fail at once, not at a timeout"
+    return errors
+
+
+def test_a_rank_that_changes_its_tree_after_a_cached_call_fails_clearly_on_every_rank():
+    # the first call caches the plan on both ranks; then rank 1 passes another structure of the same size
+    def work(comm):
+        comm.allreduce_mean([np.ones(4)])
+        comm.allreduce_mean([np.ones(4)] if comm.rank == 0 else [np.ones(2), np.ones(2)])
+
+    errors = _raises_on_every_rank(work)
+    assert all(isinstance(e, DistributedError) for e in errors), errors
+    assert "rank 0 of 2: the ranks passed pytrees of different structure" in str(errors[0])
+    assert "This rank: 1 leaf, 4 elements: [float64[4]]; the other rank: 2 leaves, 4 elements" in str(errors[0])
+    assert "This rank: 2 leaves, 4 elements: [float64[2], float64[2]]; the other rank: 1 leaf, 4 elements" \
+        in str(errors[1])
+
+
+def test_dict_keys_are_part_of_the_check():
+    # D2: same leaf shapes and dtypes under other keys: "a" must never be averaged with "x"
+    def work(comm):
+        comm.allreduce_mean({"a": np.ones(2), "b": np.ones(2)} if comm.rank == 0 else
+                            {"x": np.ones(2), "b": np.ones(2)})
+
+    errors = _raises_on_every_rank(work)
+    assert all(isinstance(e, DistributedError) for e in errors), errors
+    assert "{'a': float64[2], 'b': float64[2]}" in str(errors[0]) and "{'b': float64[2], 'x': float64[2]}" \
+        in str(errors[1])
+    assert "the same numbers: the structure, dict keys, shapes, dtypes or bucket_mb differ" in str(errors[0])
+    td = [distributed._comm.tree_flatten(t)[1] for t in ({"a": 0, "b": 0}, {"x": 0, "b": 0})]
+    specs = [leaf_spec(np.ones(2), "leaf")] * 2
+    assert BucketPlan(specs, 100, treedef=td[0]).signature != BucketPlan(specs, 100, treedef=td[1]).signature
+
+
+@pytest.mark.parametrize("mine, other", [
+    ([np.ones(4)], [np.ones(7)]),                          # sizes differ after a cached call
+    ([np.ones(4)], [np.ones(4, np.float32)]),              # dtypes
+    ({"a": np.zeros(0)}, {"a": np.ones(3)}),               # a rank with no elements still takes part
+])
+def test_trees_of_other_sizes_or_dtypes_fail_on_every_rank(mine, other):
+    def work(comm):
+        comm.allreduce_sum([np.ones(4)])
+        comm.allreduce_sum(mine if comm.rank == 0 else other)
+
+    errors = _raises_on_every_rank(work)
+    assert all(isinstance(e, DistributedError) for e in errors), errors
+    assert all("different structure, shapes or dtypes" in str(e) for e in errors)
+
+
+def test_trees_without_elements_and_first_buckets_without_room_carry_a_check_bucket():
+    comm = InPlace(0, 2, timeout=None)
+    for tree, dt in [({"e": np.zeros((0, 3)), "n": None}, "float64"), ([], "float64"),
+                     ([np.arange(3, dtype=np.int8), np.ones(2)], "int8")]:
+        out = comm.allreduce_sum(tree)
+        plan = comm._plan("x", *distributed._comm.tree_flatten(tree))
+        assert plan.buckets[0][1] == "float64" and plan.describe(0).endswith("check words only)"), plan.buckets
+        assert plan.calls[0] == (plan.buckets[0][0], (0,))  # exchanged and checked first, alone
+        if dt == "int8":
+            np.testing.assert_array_equal(out[0], np.arange(3, dtype=np.int8) * 2)
+    # a float32 first bucket carries them itself: 7 words of 23 bits for two ranks, and the sentinel
+    plan = comm._plan("x", [np.ones(5, np.float32)])
+    assert plan.buckets == [(0, "float32", 5 + 8)] and plan.check.count == 8
+    assert plan.describe(0) == "bucket 1/1 (float32, 5 elements)"
+
+
+def test_check_words_sum_exactly_in_every_dtype():
+    for size in (2, 3, 7, 1000):
+        for dt in ("float16", "float32", "float64", "complex64", "int16", "int32", "int64", "uint32"):
+            def work(comm, dt=dt):
+                return comm.allreduce_sum([np.ones(3, dt)])
+
+            if size > 7:  # the words' arithmetic only: many ranks' sums of the largest words stay exact
+                from gpuad.distributed._check import word_bits
+
+                bits = word_bits(dt, size)
+                assert bits == 0 or float(np.asarray(size * 2 ** bits, dt).real) == size * 2 ** bits, (dt, size)
+                continue
+            for out in run_local(size, work, timeout=20):
+                np.testing.assert_array_equal(out[0], np.full(3, size, dt))
+
+
+def test_non_array_leaf_path_and_unsupported_dtypes_are_refused_before_any_collective():
+    comm = InPlace(0, 2, timeout=None)
+    tree = {"x": np.ones(2), "mask": [np.ones(3, bool)]}
+    with pytest.raises(TypeError, match=r"allreduce_sum: leaf \['mask'\]\[0\] has dtype bool, which InPlace "
+                                        r"cannot sum .*astype\('int32'\)"):
+        comm.allreduce_sum(tree)
+    with pytest.raises(TypeError, match=r"leaf 0 has dtype bool; a mean needs floating leaves"):
+        comm.allreduce_mean(tree)
+    assert comm.collective_calls == 0
+    np.testing.assert_array_equal(comm.allreduce_sum({"mask": np.zeros(0, bool)})["mask"], np.zeros(0, bool))
+    bc = run_local(2, lambda c: c.broadcast({"mask": np.arange(3) == c.rank}, root=1))  # bool broadcasts fine
+    np.testing.assert_array_equal(bc[0]["mask"], [False, True, False])
+
+
+def test_plan_cache_hits_for_leaves_whose_device_is_unhashable(monkeypatch):
+    # D3: CuPy 14's Device is unhashable; the cache key must still hit (not rebuild the plan every call)
+    class Device:
+        def __eq__(self, other):
+            return other == "cpu" or isinstance(other, Device)
+
+        def __str__(self):
+            return "cpu"
+
+    class Arr(np.ndarray):
+        @property
+        def device(self):
+            return Device()
+
+    with pytest.raises(TypeError):
+        hash(Device())
+    made = []
+    original = BucketPlan.__init__
+    monkeypatch.setattr(BucketPlan, "__init__", lambda self, *a, **k: made.append(1) or original(self, *a, **k))
+    comm = InPlace(0, 2, timeout=None)
+    tree = {"w": np.ones((2, 3)).view(Arr), "b": np.arange(3.0).view(Arr)}
+    for _ in range(4):
+        out = comm.allreduce_sum(tree)
+        np.testing.assert_array_equal(out["b"], np.arange(3.0) * 2)
+    assert len(made) == 1 and len(comm._plans) == 1 and comm._fast  # planned once, then compiled
+
+
 def test_single_process_collectives_return_their_input():
     comm = distributed.SingleProcessCommunicator()
     tree = {"a": np.ones(3), "n": None}
@@ -539,10 +705,7 @@ def test_watchdog_aborts_a_collective_that_overruns(capsys):
 
         def _sum_(self, group, bufs):
             aborted.wait(10)  # a peer that never answers
-            return bufs
-
-        def _allgather_ints_(self, value):
-            return [value, value]
+            return [b * 2 for b in bufs]  # (then it does, as an identical rank)
 
         def abort(self, code=1):
             aborted.set()
@@ -616,8 +779,120 @@ def test_nccl_communicator_buckets_with_a_fake_backend():
         # 24-byte buckets, leaves in sorted-key order: b (5 float64) -> 2 buckets, w (12 float32) -> 2,
         # z (3 complex64) -> 1; one NCCL call per bucket
         reduces = [e for e in log if e[0] == "all_reduce"]
-        assert [(dt, n) for _, dt, n in reduces] == [("float64", 3), ("float64", 2), ("float32", 6),
-                                                     ("float32", 6), ("complex64", 3)]
+        assert [(dt, n) for _, dt, n in reduces] == [("float64", 3 + 4), ("float64", 2), ("float32", 6),
+                                                     ("float32", 6), ("complex64", 3)]  # + 4 check words
+
+
+def _nccl_pair(trees, **kw):
+    """Two NCCLCommunicators over FakeNCCL; ``trees[r](comm)`` runs on rank ``r``; ``(results, errors)``."""
+    locals_ = distributed.local_group(2, timeout=10)
+    results, errors = [None, None], [None, None]
+
+    def main(r):
+        try:
+            comm = distributed.NCCLCommunicator(r, 2, nccl=FakeNCCL(locals_[r]), timeout=None, **kw)
+            results[r] = trees[r](comm)
+        except BaseException as e:  # noqa: BLE001 - inspected by the test
+            errors[r] = e
+
+    threads = [threading.Thread(target=main, args=(r,)) for r in range(2)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    return results, errors
+
+
+def test_nccl_communicator_checks_the_structure_across_ranks():
+    # D7: the check words travel through NCCL too (the fake sums them as NCCL would)
+    same = [lambda c: c.allreduce_mean([np.ones(4)]), lambda c: c.allreduce_mean([np.ones(4)])]
+    results, errors = _nccl_pair(same)
+    assert errors == [None, None] and all(np.array_equal(r[0], np.ones(4)) for r in results)
+    other = [lambda c: c.allreduce_mean({"a": np.ones(4)}), lambda c: c.allreduce_mean({"b": np.ones(4)})]
+    _, errors = _nccl_pair(other)
+    assert all(isinstance(e, DistributedError) and "different structure" in str(e) for e in errors), errors
+    bcast = [lambda c: c.broadcast({"a": np.ones(4)}), lambda c: c.broadcast({"b": np.zeros(4)})]
+    _, errors = _nccl_pair(bcast)  # the root only sends: the receiver sees the words differ
+    assert errors[0] is None and isinstance(errors[1], DistributedError), errors
+    assert "broadcast: rank 1 of 2" in str(errors[1]) and "rank 0 (the root): 1 leaf, 4 elements" in str(errors[1])
+
+
+@pytest.mark.parametrize("mode, reads", [(None, 2), ("first", 2), ("every", 6)])
+def test_nccl_reads_check_words_on_a_plans_first_collective_only(monkeypatch, mode, reads):
+    # NOTE [when check words are read]: reading them waits for the device, so NCCL does it once per
+    # plan (two ranks x one plan here), unless GPUAD_DIST_CHECK=every; MPI reads them every call.
+    from gpuad.distributed import _check
+
+    if mode is None:
+        monkeypatch.delenv("GPUAD_DIST_CHECK", raising=False)
+    else:
+        monkeypatch.setenv("GPUAD_DIST_CHECK", mode)
+    count = []
+    made = _check.Check.__init__
+
+    def counting(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        read = self.read
+        self.read = lambda buf: count.append(1) or read(buf)
+
+    monkeypatch.setattr(_check.Check, "__init__", counting)
+    three = [lambda c: [c.allreduce_mean([np.ones(4)])[0] for _ in range(3)]] * 2
+    results, errors = _nccl_pair(three)
+    assert errors == [None, None] and len(count) == reads
+    assert all(np.array_equal(r, np.ones(4)) for rs in results for r in rs)
+    assert distributed.MPICommunicator.check_every_call and not distributed.NCCLCommunicator.check_every_call
+    monkeypatch.setenv("GPUAD_DIST_CHECK", "sometimes")
+    with pytest.raises(ValueError, match="GPUAD_DIST_CHECK must be 'every' or 'first'"):
+        distributed.NCCLCommunicator(0, 2, nccl=object(), timeout=None)
+
+
+def test_nccl_refuses_dtypes_cupyx_cannot_reduce_and_broadcasts_them_as_bytes():
+    # D4: cupyx's NCCL has no bool, int16, uint16
+    comm = distributed.NCCLCommunicator(0, 2, nccl=object(), timeout=None)
+    with pytest.raises(TypeError, match=r"allreduce_sum: leaf \['h'\] has dtype int16, which NCCLCommunicator "
+                                        r"cannot sum"):
+        comm.allreduce_sum({"h": np.ones(2, np.int16), "x": np.ones(2)})
+    trees = [lambda c: c.broadcast({"m": np.array([True, False, True]), "h": np.arange(3, dtype=np.int16)}),
+             lambda c: c.broadcast({"m": np.zeros(3, bool), "h": np.zeros(3, np.int16)})]
+    results, errors = _nccl_pair(trees)
+    assert errors == [None, None], errors
+    np.testing.assert_array_equal(results[1]["m"], [True, False, True])
+    np.testing.assert_array_equal(results[1]["h"], [0, 1, 2])
+
+
+def test_nccl_without_the_nccl_library_says_how_to_install_it(monkeypatch):
+    # D9: CuPy's wheels do not bundle NCCL; cupyx raises a bare RuntimeError('NCCL is not available')
+    import types
+
+    from gpuad.backends import cupy as cupy_backend
+
+    monkeypatch.setattr(cupy_backend, "probe", lambda: (True, "fake"))
+    monkeypatch.setattr(cupy_backend, "device_count", lambda: 1)
+    monkeypatch.setattr(cupy_backend, "use_device", lambda i: None)
+    fake = types.ModuleType("cupyx.distributed")
+
+    def init_process_group(n, rank, host=None, port=None):
+        raise RuntimeError("NCCL is not available")
+
+    fake.init_process_group = init_process_group
+    cupyx = types.ModuleType("cupyx")
+    cupyx.distributed = fake
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    monkeypatch.setitem(sys.modules, "cupyx.distributed", fake)
+    with pytest.raises(DistributedError, match=r"cannot load the NCCL library .*pip install nvidia-nccl-cu1[23]"):
+        distributed.NCCLCommunicator(0, 2)  # the wheel of the installed CuPy's CUDA major (tests/backends)
+
+
+def test_check_available_names_the_extra_of_the_installed_cupy(monkeypatch):
+    # D12
+    from gpuad.data import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "cupyx.distributed", None)  # not importable
+    env = {"RANK": "0", "WORLD_SIZE": "2"}
+    for dist, want in [("cupy-cuda13x", "gpuad[cuda13]"), ("cupy-cuda12x", "gpuad[cuda12]"),
+                       (None, "'gpuad[cuda12]' (CUDA 12) or 'gpuad[cuda13]' (CUDA 13)")]:
+        monkeypatch.setattr("gpuad.backends.cupy_env._distribution", lambda d=dist: d)
+        with pytest.raises(MissingDependency) as info:
+            distributed.check_available(environ=env)
+        assert want in str(info.value)
 
 
 # --- communicator selection ---------------------------------------------------------------
@@ -772,7 +1047,7 @@ COLLECTIVES = """
         big = {"g": np.full(300_000, r + 1.0, np.float32), "h": np.arange(5.0) * (r + 1)}
         sums = [comm.allreduce_sum(big) for _ in range(1)] + [comm.allreduce_sum(big)["g"][::1000].copy()
                                                                for _ in range(3)]
-        plan = next(p for p in comm._plans.values() if p.buckets[0][2] == 300_000)
+        plan = next(p for p in comm._plans.values() if p.buckets[0][2] == 300_000 + p.check.count)
         ok["huge"] = (all(bool(np.all(s_ == 3.0)) for s_ in sums[1:]) and bool(np.all(sums[0]["g"] == 3.0))
                       and bool(np.array_equal(sums[0]["h"], np.arange(5.0) * 3))
                       and plan.pools[0].bufs[0].ctypes.data % (2 << 20) == 0)
@@ -887,6 +1162,56 @@ def test_mpi_a_crashed_rank_fails_the_job_within_bounded_time(tmp_path, mode, ex
         assert "calling MPI_Abort" in err
 
 
+MISMATCH = """
+    import sys
+    import numpy as np
+    from gpuad import distributed
+
+    comm = distributed.init()  # the default timeout (600 s): the watchdog must not be what ends the job
+    mode, r = sys.argv[1], comm.rank
+    a = [np.ones(4)]
+    comm.allreduce_mean(a)
+    comm.allreduce_mean(a)  # cached and compiled on both ranks
+    if mode == "diverge":  # rank 1 forgets its plans: a miss there, a hit on rank 0, the same collectives
+        for k in range(3):
+            if r == 1:
+                comm._plans.clear()
+                comm._fast.clear()
+            out = comm.allreduce_sum({"g": np.full(3, r + 1.0), "i": np.arange(2)})
+            assert np.array_equal(out["g"], np.full(3, 3.0)) and np.array_equal(out["i"], [0, 2]), out
+        print("rank", r, "ok", flush=True)
+    elif mode == "structure":  # the same size, another structure, after a cached call
+        comm.allreduce_mean(a if r == 0 else [np.ones(2), np.ones(2)])
+    elif mode == "keys":
+        comm.allreduce_mean({"a": np.ones(2), "b": np.ones(2)} if r == 0 else {"x": np.ones(2), "b": np.ones(2)})
+    elif mode == "sizes":
+        comm.allreduce_mean(a if r == 0 else [np.ones(7)])
+    print("rank", r, "finished", flush=True)
+"""
+
+
+@mpi
+@pytest.mark.parametrize("mode", ["diverge", "structure", "keys", "sizes"])
+def test_mpi_ranks_with_other_trees_or_cache_states_never_hang(tmp_path, mode):
+    env = {"GPUAD_DIST_TIMEOUT": ""}
+    rc, out, err, seconds = run_mpi(2, [_script(tmp_path, MISMATCH), mode], timeout=60, env=env)
+    if mode == "diverge":
+        assert rc == 0, err
+        assert out.count(" ok") == 2
+        return
+    assert rc != 0 and "finished" not in out
+    assert seconds < 30, f"took {seconds:.0f} s: a mismatch must end the job at once"
+    if mode == "sizes":  # MPI itself may stop first ("Message truncated"), else gpuad says so
+        assert "Message truncated" in err or "DistributedError" in err, err
+    else:
+        assert "DistributedError: allreduce_mean: rank" in err, err
+        assert "the ranks passed pytrees of different structure, shapes or dtypes" in err
+        assert "calling MPI_Abort" in err
+    if mode == "structure":
+        assert "This rank: 1 leaf, 4 elements: [float64[4]]; the other rank: 2 leaves, 4 elements" in err \
+            or "This rank: 2 leaves, 4 elements: [float64[2], float64[2]]; the other rank: 1 leaf" in err
+
+
 @mpi
 def test_gpuad_train_distributed_matches_one_process(tmp_path):
     common = ["--epochs", "1", "--batch-size", "64", "--dtype", "float64", "--no-progress", "--backend", "numpy"]
@@ -941,6 +1266,10 @@ def _gpus():
     if not ok:
         return 0, f"CuPy backend not usable: {why}"
     n = cupy_backend.device_count()
+    if n >= 2:
+        ok, why = cupy_backend.nccl_available()  # CuPy's wheels do not bundle NCCL (nvidia-nccl-cuXX)
+        if not ok:
+            return 0, f"NCCL not usable: {why}"
     return n, f"needs 2 CUDA devices, found {n}"
 
 

@@ -86,6 +86,42 @@ def test_installs_under_the_constraints_then_drops_root(path):
     assert any(i == "RUN" and "useradd" in arg and user in arg for i, arg in ins), f"{path}: user {user} not made"
 
 
+#: Base images that already have a user at UID 1000 (Ubuntu 23.04 and later: "ubuntu").
+_UID_1000 = {"ubuntu": r"(?:^|[-:])ubuntu(2[3-9]|[3-9]\d)\.\d\d\b|^ubuntu:(2[3-9]|[3-9]\d)\.\d\d"}
+
+
+def _base_users(base):
+    """Users the base image ``base`` already has at UID 1000 (from its tag: nvidia/cuda:*-ubuntu24.04, ubuntu:24.04)."""
+    return [user for user, pattern in _UID_1000.items() if re.search(pattern, base)]
+
+
+@pytest.mark.parametrize("base, users", [
+    ("nvidia/cuda:12.6.3-runtime-ubuntu24.04", ["ubuntu"]),
+    ("ubuntu:24.04", ["ubuntu"]),
+    ("nvidia/cuda:12.6.3-runtime-ubuntu22.04", []),
+    ("python:3.11.10-slim-bookworm", []),
+])
+def test_base_image_users(base, users):
+    assert _base_users(base) == users
+
+
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_user_uid_is_free_in_the_base_image(path):
+    # useradd --uid 1000 fails ("UID 1000 is not unique") where the base image has a user there already,
+    # as Ubuntu 24.04 images have "ubuntu": the Dockerfile must remove it first, in the same or an earlier RUN.
+    ins = _instructions(path)
+    base = [arg for i, arg in ins if i == "FROM"][-1].split()[0]
+    runs = [arg for i, arg in ins if i == "RUN"]
+    add = next(k for k, arg in enumerate(runs) if "useradd" in arg)
+    pinned = re.search(r"useradd\b[^&;|]*(?:--uid|-u)[ =]?1000\b", runs[add])
+    for user in _base_users(base):
+        if not pinned:
+            continue
+        before = " ".join(runs[:add]) + runs[add].split("useradd")[0]
+        assert re.search(rf"userdel\b[^&;|]*\b{user}\b", before), (
+            f"{path}: FROM {base} already has user {user!r} at UID 1000; remove it (userdel) before useradd --uid 1000")
+
+
 @pytest.mark.parametrize("path", DOCKERFILES)
 def test_default_command_is_gpuad_info(path):
     cmds = [arg for i, arg in _instructions(path) if i == "CMD"]
@@ -118,3 +154,56 @@ def test_workflow_runs_cpu_gpu_and_docker_jobs():
     assert re.search(r"runs-on: \[self-hosted, gpu\]", text)
     for path in DOCKERFILES:
         assert f"docker build -f {path}" in text, f"the docker job does not build {path}"
+
+
+# --- ci/gpu.sh ------------------------------------------------------------------------------
+def _gpu_sh():
+    return (ROOT / "ci/gpu.sh").read_text()
+
+
+def test_gpu_job_installs_the_train_extra_and_nccl_of_the_wheels_cuda_major():
+    text = _gpu_sh()
+    # the training tests (tests/test_train*.py) skip without the train extra
+    assert re.search(r'pip install -q -e "\.\[test,train,\$extra\]"', text), "gpu.sh: gpuad[test,train,...]"
+    # CuPy's wheels do not bundle NCCL (cupyx.distributed, test_nccl_two_gpus): the wheel of the same CUDA major
+    assert re.search(r'extra=cuda\$wheel_major', text)
+    assert re.search(r'pip install -q "nvidia-nccl-cu\$\{wheel_major\}"', text), "gpu.sh: nvidia-nccl-cu<major>"
+    assert re.search(r'cupy-cuda\$\{wheel_major\}x\[ctk\]', text)
+
+
+def _has_toolkit(tmp_path, major, ldconfig_lines=(), home_files=()):
+    """Run ci/cuda_toolkit.sh's has_cuda_toolkit with a fake ldconfig and CUDA_HOME."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    bin_dir, home = tmp_path / "bin", tmp_path / "cuda"
+    bin_dir.mkdir(exist_ok=True)
+    (home / "lib64").mkdir(parents=True, exist_ok=True)
+    fake = bin_dir / "ldconfig"
+    listing = "".join(f"\t{name} (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/{name}\\n" for name in ldconfig_lines)
+    fake.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    fake.chmod(0o755)
+    for name in home_files:
+        (home / "lib64" / name).write_text("")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "CUDA_HOME": str(home)}
+    proc = subprocess.run(["bash", "-c", f". ci/cuda_toolkit.sh && has_cuda_toolkit {major}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0
+
+
+@pytest.mark.parametrize("major, ldconfig, files, want", [
+    (12, ["libnvrtc.so.12"], [], True),
+    (13, ["libnvrtc.so.12"], [], False),          # a CUDA 12 toolkit does not serve cupy-cuda13x
+    (13, ["libnvrtc.so.13", "libnvrtc.so.12"], [], True),
+    (12, ["libnvrtc.so.120"], [], False),         # not a prefix match
+    (13, [], ["libnvrtc.so.13.0.48"], True),      # under $CUDA_HOME/lib64
+    (13, [], ["libnvrtc.so.12.6.77"], False),     # a lib64 directory alone is not a toolkit of this major
+    (12, [], [], False),
+])
+def test_gpu_job_toolkit_check_matches_the_cuda_major(tmp_path, major, ldconfig, files, want):
+    assert _has_toolkit(tmp_path, major, ldconfig, files) is want
+    text = _gpu_sh()
+    assert 'has_cuda_toolkit "$wheel_major"' in text and "/usr/local/cuda/lib64 ]" not in text

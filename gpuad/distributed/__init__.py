@@ -15,10 +15,13 @@ A *communicator* has ``rank``, ``size``, ``allreduce_mean(tree)``,
 
 Gradients are packed by dtype into flat buckets (25 MB by default; a bucket
 boundary may split a parameter), each reduced by one collective, in place.
-The bucket plan is made (and checked across ranks) once per structure, shapes
-and dtypes; a structure seen again is flattened and rebuilt by functions
-compiled for it, and NumPy buckets are kept and reused while no result refers
-to them.  On the GPU the buckets stay on the device (NCCL, or a CUDA-aware MPI).
+The bucket plan is made once per structure, shapes and dtypes; a structure
+seen again is flattened and rebuilt by functions compiled for it, and NumPy
+buckets are kept and reused while no result refers to them.  Every collective
+checks that the ranks passed the same kind of tree with a few check words in
+its first bucket (NOTE [check words] in ``_check.py``): a mismatch is a
+:class:`DistributedError`, never a hang or silently mixed leaves.  On the GPU
+the buckets stay on the device (NCCL, or a CUDA-aware MPI).
 
 Importing this module imports neither mpi4py nor CuPy; the communicators
 import them when they are made.
@@ -157,14 +160,29 @@ def detect(backend=None, environ=None):
 
 
 def check_available(backend=None, environ=None):
-    """Raise :class:`gpuad.data.MissingDependency` when the detected transport's package is absent."""
-    from ..data import require
+    """Raise :class:`gpuad.data.MissingDependency` when the detected transport's package is absent.
+
+    For NCCL the hint names the extra of the installed CuPy wheel's CUDA
+    major (``cupy-cuda13x``: ``gpuad[cuda13]``), or both extras when no
+    CuPy wheel is installed.
+    """
+    from .._backend import backend_module
+    from ..data import MissingDependency, require
 
     launch = detect(backend, environ)
     if launch.kind == "mpi":
         require("mpi4py", extra="distributed")
     elif launch.kind == "nccl":
-        require("cupyx.distributed", extra="cuda12", package="cupy-cuda12x")
+        extra = backend_module("cupy").install_extra()
+        if extra is not None:
+            require("cupyx.distributed", extra=extra[0], package=extra[1])
+        else:
+            try:
+                require("cupyx.distributed", extra="cuda12", package="cupy")
+            except MissingDependency:
+                raise MissingDependency(
+                    "the optional dependency 'cupy' is not installed; install it with: pip install "
+                    "'gpuad[cuda12]' (CUDA 12) or 'gpuad[cuda13]' (CUDA 13), as the driver supports") from None
     return launch
 
 

@@ -26,8 +26,10 @@ set also holds, per leaf that lies whole in one bucket, its view of the
 bucket in the leaf's shape: packing is one ``multiply``/``copyto`` per leaf
 into that view, and unpacking one ``view()`` of it.
 
-A :class:`BucketPlan` depends only on the leaves' shapes and dtypes, so it is
-computed once per tree structure and reused (see ``Communicator._plan``).
+A :class:`BucketPlan` depends only on the tree structure and the leaves'
+shapes and dtypes, so it is computed once per structure and reused (see
+``Communicator._plan``).  A communicator's plans also carry the check words
+of NOTE [check words] (:mod:`._check`) at the end of bucket 0.
 Packing, unpacking and the buckets themselves use the array-API namespace of
 the leaves: on the GPU everything stays on the device.
 """
@@ -36,13 +38,13 @@ from __future__ import annotations
 
 import math
 import sys
-import zlib
 
 from .._backend import BACKENDS, backend_module, namespace_of
 from .._core import Tracer, full_unbox
 from .._dtypes import dtype_name, is_floating
+from ._check import CHECK_DTYPE, MIN_BITS, Check, signature_of, tree_text, word_bits
 
-__all__ = ["BucketPlan", "leaf_spec", "ITEMSIZE"]
+__all__ = ["BucketPlan", "leaf_spec", "device_key", "ITEMSIZE"]
 
 #: Bytes per element of each dtype name (bool is one byte, as MPI_C_BOOL).
 ITEMSIZE = {
@@ -68,6 +70,10 @@ def _backend_mod(ns):
     return mod
 
 
+def _numpy_home():
+    return backend_module("numpy").namespace(), "cpu"
+
+
 def leaf_spec(x, where):
     """``(shape, dtype name, (namespace, device))`` of a leaf, for planning.
 
@@ -82,6 +88,48 @@ def leaf_spec(x, where):
                         "(pytree leaves must be arrays; use None for an empty subtree)")
     ns = namespace_of((x,), "gpuad.distributed")
     return tuple(int(d) for d in x.shape), dtype_name(x.dtype), (ns, x.device)
+
+
+#: Per device type, how a leaf's device becomes part of a hashable plan-cache key.
+_DEVICE_KEYS = {}
+
+
+def device_key(x):
+    """The device of leaf ``x`` as a hashable plan-cache key.
+
+    Parameters
+    ----------
+    x : array
+
+    Returns
+    -------
+    hashable
+        ``x.device`` where it is hashable; else the ``device_key`` of ``x``'s
+        backend (CuPy 14's ``Device`` is unhashable: ``("cuda", id)``), else
+        ``(type name, str(device))``.  Decided once per device type.
+    """
+    dev = x.device
+    fn = _DEVICE_KEYS.get(type(dev))
+    if fn is None:
+        fn = _DEVICE_KEYS[type(dev)] = _device_key_fn(x, dev)
+    return fn(dev)
+
+
+def _device_key_fn(x, dev):
+    try:
+        hash(dev)
+        return _same
+    except TypeError:
+        pass
+    mod = _backend_mod(namespace_of((x,), "gpuad.distributed"))
+    fn = getattr(mod, "device_key", None)
+    if fn is not None:
+        return fn
+    return lambda d: (type(d).__qualname__, str(d))
+
+
+def _same(d):
+    return d
 
 
 def _reshaper(ns, mod):
@@ -100,19 +148,37 @@ class BucketPlan:
         One per leaf, from :func:`leaf_spec`.
     bucket_bytes : int
         Largest bucket in bytes (a bucket holds at least one element).
+    size : int, optional
+        Number of ranks.  With 2 or more, bucket 0 ends with the check words
+        of NOTE [check words] (``check``), which may make it a few elements
+        larger than ``bucket_bytes``; a bucket of its own (float64, bucket 0)
+        holds them where the first bucket's dtype cannot, or when there is no
+        data at all.
+    treedef : gpuad._tree.TreeDef, optional
+        The tree's structure: part of ``signature`` and of the messages.
+    home : callable, optional
+        ``home() -> (namespace, device)`` of that bucket of its own when the
+        tree has no arrays to take them from (default: NumPy on the CPU).
 
     Attributes
     ----------
     buckets : list of (group index, dtype name, number of elements)
+        The number includes the check words (bucket 0).
     groups : list of (namespace, device, dtype name, backend module)
     segments : list of list of (bucket, bucket_start, leaf_start, leaf_stop)
         Per leaf, the pieces of its flattened elements; empty for size-0 leaves.
     signature : int
-        CRC-32 of the shapes, dtypes and bucket size, equal on every process
-        that planned the same tree (checked across ranks on first use).
+        64-bit hash of the structure, dict keys, shapes, dtypes and bucket
+        size, equal on every process that planned the same tree.
+    check : Check or None
+        The check words (None with fewer than 2 ranks).
+    calls : list of (group, tuple of bucket indices)
+        The transport calls of a collective, in order: bucket 0 alone first
+        (its check words are verified before any other bucket is exchanged),
+        then the rest of its group, then each other group.
     """
 
-    def __init__(self, specs, bucket_bytes):
+    def __init__(self, specs, bucket_bytes, *, size=1, treedef=None, home=None):
         if bucket_bytes < 1:
             raise ValueError(f"bucket size must be positive, got {bucket_bytes} bytes")
         self.specs = list(specs)
@@ -143,6 +209,10 @@ class BucketPlan:
                 self.buckets[b][2] += k
                 fill[g] = (b, used + k)
                 a += k
+        self.signature = signature_of(treedef, self.specs, self.bucket_bytes)
+        self.check = None
+        if size > 1:
+            self._add_check(size, treedef, home)
         self.buckets = [tuple(b) for b in self.buckets]
         # per leaf, what pack and unpack do: (reshape, [(bucket, start, a, z, whole, scale_into)])
         self._ops = []
@@ -161,6 +231,12 @@ class BucketPlan:
         for b, (g, _, _) in enumerate(self.buckets):
             by_group.setdefault(g, []).append(b)
         self.by_group = list(by_group.items())
+        self.calls = []
+        for g, idx in self.by_group:
+            if idx[0] == 0 and len(idx) > 1:
+                self.calls += [(g, (0,)), (g, tuple(idx[1:]))]
+            else:
+                self.calls.append((g, tuple(idx)))
         #: Every bucket's index (what a collective over the kept buckets names on a timeout).
         self.all_buckets = tuple(range(len(self.buckets)))
         # Reference counts only mean "nobody else holds this" under CPython.
@@ -181,8 +257,25 @@ class BucketPlan:
         self.sources = None
         if self._numpy is not None:
             self.sources = ["like" if op is None else "view" if len(op[1]) == 1 else "split" for op in self._ops]
-        text = repr(([(s[0], s[1]) for s in self.specs], self.bucket_bytes))
-        self.signature = zlib.crc32(text.encode())
+        #: Set by the communicator: why ``allreduce_*`` / ``broadcast`` refuse these leaves' dtypes (or None).
+        self.refuse_sum = self.refuse_bcast = None
+
+    def _add_check(self, size, treedef, home):
+        """Append the check words to bucket 0, or give them a float64 bucket 0 of their own."""
+        values = (self.signature, len(self.specs), sum(math.prod(s[0]) for s in self.specs))
+        if self.buckets and word_bits(self.buckets[0][1], size) >= MIN_BITS:
+            g, dt, start = self.buckets[0]
+            ns, dev, _, mod = self.groups[g]
+        else:  # a bucket of its own, first: its group is new (reduced alone, before the others)
+            ns, dev = (self.groups[0][0], self.groups[0][1]) if self.groups else (home or _numpy_home)()
+            mod = _backend_mod(ns)
+            g, dt, start = len(self.groups), CHECK_DTYPE, 0
+            self.groups.append((ns, dev, dt, mod))
+            self.buckets.insert(0, [g, dt, 0])
+            self.segments = [[(b + 1, st, a, z) for b, st, a, z in segs] for segs in self.segments]
+        text = tree_text(treedef, self.specs) if treedef is not None else f"{len(self.specs)} leaves"
+        self.check = Check(dt, size, values, start, ns, dev, mod, text)
+        self.buckets[0] = [g, dt, start + self.check.count]
 
     @property
     def nbytes(self):
@@ -190,8 +283,12 @@ class BucketPlan:
         return sum(n * ITEMSIZE[dt] for _, dt, n in self.buckets)
 
     def describe(self, b):
-        """``"bucket 2/3 (float32, 1,048,576 elements)"`` for messages."""
+        """``"bucket 2/3 (float32, 1,048,576 elements)"`` for messages (data elements, not check words)."""
         _, dt, n = self.buckets[b]
+        if b == 0 and self.check is not None:
+            n -= self.check.count
+            if n == 0:
+                return f"bucket 1/{len(self.buckets)} ({dt}, check words only)"
         return f"bucket {b + 1}/{len(self.buckets)} ({dt}, {n:,} elements)"
 
     def empty(self, kept=False):
@@ -229,8 +326,10 @@ class BucketPlan:
                 return pool
         bufs = self.empty(kept=True)
         views = self._leaf_views(bufs) if self._numpy is not None else None
+        chk = self.check
+        words = bufs[0][chk.start:chk.stop] if chk is not None and views is not None else None
         # the baseline: the set's own views only (a view's ``base`` is the bucket itself)
-        pool = KeptBuckets(bufs, views, self._refcounts(bufs))
+        pool = KeptBuckets(bufs, views, self._refcounts(bufs), words)
         if len(self.pools) >= KEPT_POOLS:
             del self.pools[0]
         self.pools.append(pool)
@@ -275,6 +374,8 @@ class BucketPlan:
         for x, op in zip(leaves, self._ops):
             if op is not None:
                 self._pack_leaf(bufs, x, op, scale)
+        if self.check is not None:
+            self.check.write(bufs[0])
         return bufs
 
     def pack_kept(self, leaves, scale=1, plain=False):
@@ -293,6 +394,8 @@ class BucketPlan:
     def _pack_views(self, pool, leaves, scale, plain):
         np = self._numpy
         bufs, views = pool.bufs, pool.views
+        if pool.words is not None:  # NOTE [check words]: this rank's, unscaled
+            np.copyto(pool.words, self.check.array)
         if not plain:
             leaves = [full_unbox(x) if isinstance(x, Tracer) else x for x in leaves]
         if pool.all_views:  # every leaf has its view: one ufunc call each, nothing to test
@@ -388,10 +491,12 @@ class KeptBuckets:
     refs : list of int
         The buckets' reference counts when nothing but this set refers to
         them: the set is free when they are back to these.
+    words : array or None
+        NumPy's fast path: the view of bucket 0 that holds the check words.
     """
 
-    __slots__ = ("bufs", "views", "all_views", "refs")
+    __slots__ = ("bufs", "views", "all_views", "refs", "words")
 
-    def __init__(self, bufs, views, refs):
-        self.bufs, self.views, self.refs = bufs, views, refs
+    def __init__(self, bufs, views, refs, words=None):
+        self.bufs, self.views, self.refs, self.words = bufs, views, refs, words
         self.all_views = views is not None and all(v is not None for v in views)

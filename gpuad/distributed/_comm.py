@@ -2,7 +2,8 @@
 
 Subclasses implement three hooks on lists of flat buckets: ``_sum_(group,
 bufs)``, ``_bcast_(group, bufs, root)`` and ``_barrier_()``; everything else
-(pytrees, buckets, averaging, timeouts) is here.
+(pytrees, buckets, averaging, the cross-rank structure check of NOTE [check
+words], timeouts) is here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 from .._dtypes import dtype_name, is_floating
 from .._core import Tracer
 from .._tree import tree_flatten, tree_map, tree_unflatten
-from ._buckets import BucketPlan, leaf_spec
+from ._buckets import BucketPlan, device_key, leaf_spec
+from ._check import leaf_paths
 from ._compiled import compile_tree
 
 __all__ = ["Communicator", "SingleProcessCommunicator", "DistributedError", "CollectiveTimeout",
@@ -107,12 +109,16 @@ class Communicator:
     Notes
     -----
     Every rank must call the same collectives in the same order on trees of
-    the same structure, shapes and dtypes (checked across ranks, by one small
-    allgather, only when a plan is made for new shapes and dtypes; never per
-    call).  Leaves are packed by dtype into flat buckets and each bucket is
-    one collective call, reduced in place.  The plan (and, for a structure
-    seen twice, compiled flatten/rebuild functions) is cached per structure,
-    shapes and dtypes.  Results are fresh array objects; leaves that lie in
+    the same structure, dict keys, shapes and dtypes.  Every collective
+    checks this across ranks with a few check words carried in its first
+    bucket (NOTE [check words]): no collective of its own, and the same
+    transport calls on every rank whether or not its plan was cached; a
+    mismatch raises :class:`DistributedError` on at least one rank (both,
+    with two), whose abort ends the job.  Leaves are packed by dtype into
+    flat buckets and each bucket is one collective call, reduced in place.
+    The plan (and, for a structure seen twice, compiled flatten/rebuild
+    functions) is cached per structure, shapes, dtypes and devices.  Results
+    are fresh array objects; leaves that lie in
     one bucket are views of it, and a kept bucket is only refilled once no
     result (nor any view of one) refers to it any more, so results never
     change after they are returned (see :mod:`gpuad.distributed._buckets`).
@@ -121,6 +127,16 @@ class Communicator:
 
     #: Short name of the transport: ``"none"``, ``"mpi"``, ``"nccl"``, ``"local"``.
     backend = "none"
+    #: NOTE [when check words are read]: reading a collective's check words
+    #: back waits for its first bucket.  MPI collectives block anyway, so
+    #: they are read on every call; a transport whose collectives are
+    #: asynchronous (NCCL) reads them on a plan's first use only, so that a
+    #: training step never waits for the device.  ``GPUAD_DIST_CHECK=every``
+    #: (or ``first``) overrides.  With ``first``, a rank whose new tree meets
+    #: another rank's already checked plan still fails (it reads its words);
+    #: the other rank then stops at its next collective through the watchdog
+    #: or the launcher.
+    check_every_call = True
 
     def __init__(self, rank=0, size=1, *, local_rank=0, bucket_mb=None, timeout="default"):
         if not 0 <= rank < size:
@@ -137,6 +153,7 @@ class Communicator:
         self._fast = {}   # cheap key of the tree -> [_Entry], see _prepare
         self._fast_entries = 0
         self._watchdog = None
+        self._check_each = check_mode(self.check_every_call)
         #: Number of bucket collectives issued so far (for tests and benchmarks).
         self.collective_calls = 0
 
@@ -185,11 +202,21 @@ class Communicator:
         if self.size == 1:
             return tree
         leaves, plan, build, _ = self._prepare("broadcast", tree)
-        bufs = plan.pack(leaves) if self.rank == root else plan.buffers()
-        for g, idx in plan.by_group:
+        if plan.refuse_bcast is not None:
+            raise TypeError(f"broadcast: {plan.refuse_bcast}")
+        if self.rank == root:
+            bufs = plan.pack(leaves)
+        else:
+            bufs = plan.buffers()
+            plan.check.clear(bufs[0])  # only the root's words may pass the check
+        first = True
+        for g, idx in plan.calls:
             part = [bufs[b] for b in idx]
             with self._guard("broadcast", plan, idx):
                 part = self._bcast_(plan.groups[g], part, root)
+                if first and self.rank != root:
+                    self._verify("broadcast", plan, part[0], root)
+            first = False
             for b, buf in zip(idx, part):
                 bufs[b] = buf
         if self.rank == root:
@@ -233,8 +260,9 @@ class Communicator:
         :mod:`._compiled`), which replaces both flattening and the plan
         lookup; ``entry`` is then that :class:`_Entry`, else None.  Entries
         exist only for plans in ``self._plans`` (both are dropped together),
-        so whether a call makes a new plan, and with it the cross-rank
-        structure check, is exactly as without them.
+        so a call makes a new plan exactly when it would without them.
+        Whether it does never changes the collectives a call makes (NOTE
+        [check words]).
         """
         t = type(tree)
         entries = self._fast.get((t, len(tree)) if t is list or t is tuple or t is dict else t)
@@ -247,7 +275,7 @@ class Communicator:
                 if leaves is not None:
                     return leaves, e.plan, e.build, e
         leaves, td = tree_flatten(tree)
-        plan, key, made = self._plan_for(op, leaves)
+        plan, key, made = self._plan_for(op, leaves, td)
         if key is not None and not made and not any(isinstance(x, Tracer) for x in leaves):
             self._remember(tree, td, leaves, plan)  # the second call with this structure: compile it
         return leaves, plan, (lambda out: tree_unflatten(td, out)), None
@@ -268,21 +296,22 @@ class Communicator:
         self._fast_entries += 1
 
     def _plan(self, op, leaves, td=None):
-        """The :class:`BucketPlan` of ``leaves`` (made, and checked across ranks, on first use)."""
-        return self._plan_for(op, leaves)[0]
+        """The :class:`BucketPlan` of ``leaves`` in structure ``td`` (default: a list of them)."""
+        return self._plan_for(op, leaves, tree_flatten(list(leaves))[1] if td is None else td)[0]
 
-    def _plan_for(self, op, leaves):
-        # The plan depends on the leaves only (the tree structure is rebuilt from its treedef).
-        try:  # cheap key: type, shape, dtype and device of each leaf
-            key = tuple((type(x), x.shape, dtype_name(x.dtype), x.device) for x in leaves)
+    def _plan_for(self, op, leaves, td):
+        # The plan depends on the structure (its hash is in the check words) and the leaves.
+        try:  # cheap key: the structure, and type, shape, dtype and device of each leaf
+            key = (td, tuple((type(x), x.shape, dtype_name(x.dtype), device_key(x)) for x in leaves))
             plan = self._plans.get(key)
         except (AttributeError, TypeError):  # not arrays, or unhashable: leaf_spec says which
             key, plan = None, None
         if plan is not None:
             return plan, key, False
         specs = tuple(leaf_spec(x, f"{op}: leaf {i}") for i, x in enumerate(leaves))
-        plan = BucketPlan(specs, self.bucket_bytes)
-        self._check_same(op, plan)
+        plan = BucketPlan(specs, self.bucket_bytes, size=self.size, treedef=td, home=self._check_home_)
+        plan.refuse_sum = self._refusal(plan, td, "sum")
+        plan.refuse_bcast = self._refusal(plan, td, "broadcast")
         if key is not None:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
@@ -291,23 +320,39 @@ class Communicator:
             self._plans[key] = plan
         return plan, key, True
 
-    def _check_same(self, op, plan):
-        """Fail clearly when ranks plan different trees (else a collective would hang or mix data)."""
-        with self._guard(f"{op} (structure check)", None, ()):
-            sigs = self._allgather_ints_(plan.signature)
-        if sigs is not None and len(set(sigs)) > 1:
-            raise DistributedError(
-                f"{op}: the ranks passed pytrees of different structure, shapes or dtypes "
-                f"(signatures by rank: {list(sigs)}); every rank must pass the same kind of tree")
+    def _refusal(self, plan, td, kind):
+        """Why this transport cannot ``kind`` (``"sum"``, ``"broadcast"``) the plan's leaves, or None."""
+        bad = self._unsupported_.get(kind, ())
+        for i, (shape, dt, _) in enumerate(plan.specs):
+            if dt in bad and math.prod(shape) > 0:
+                path = leaf_paths(td)[i] if td is not None else f"leaf {i}"
+                verb = "sum" if kind == "sum" else "broadcast"
+                fix = ("cast it to an integer dtype first, e.g. x.astype('int32')" if dt == "bool"
+                       else "cast it to a supported dtype first, e.g. x.astype('int32')")
+                return (f"leaf {path} has dtype {dt}, which {type(self).__name__} cannot {verb} "
+                        f"(unsupported: {', '.join(sorted(bad))}); {fix}")
+        return None
+
+    def _verify(self, op, plan, buf, root=None):
+        """NOTE [check words]: raise unless bucket 0 (``buf``) came back with the words it should have."""
+        if not self._check_each and getattr(plan, "verified", False):  # NOTE [when check words are read]
+            return
+        chk = plan.check
+        if chk.read(buf) != (chk.summed if root is None else chk.sent):
+            raise DistributedError(chk.message(op, self.rank, buf, root))
+        plan.verified = True
 
     def _reduce(self, op, tree, scale, floating=False):
         leaves, plan, build, entry = self._prepare(op, tree)
         if floating and not plan.floating:
             _check_floating(leaves)
+        if plan.refuse_sum is not None:
+            raise TypeError(f"{op}: {plan.refuse_sum}")
         # NOTE [kept-bucket fast path]: a compiled structure on NumPy whose kept buckets are free is
         # packed into them, its result tree (new views of them) made, and the buckets summed in place
         # by the transport, with no bucket lists, buffer checks or context managers in between: at
-        # 1 MB those cost as much as the copy does.  The general path below does the same work.
+        # 1 MB those cost as much as the copy does.  The general path below does the same work,
+        # check words included (the transport's _sum_kept_ verifies them after bucket 0).
         if entry is not None and entry.rebuild is not None and self._sum_kept_ is not None:
             pool = plan.pack_kept(leaves, scale, plain=True)
             if pool is not None:
@@ -315,10 +360,14 @@ class Communicator:
                 self._sum_kept_(op, plan, pool.bufs)
                 return out
         bufs = plan.pack(leaves, scale, plain=entry is not None)  # scaled while packed: no pass of its own
-        for g, idx in plan.by_group:
+        first = True
+        for g, idx in plan.calls:
             part = [bufs[b] for b in idx]
             with self._guard(op, plan, idx):
                 part = self._sum_(plan.groups[g], part)
+                if first:  # NOTE [check words]: before any other bucket is exchanged
+                    self._verify(op, plan, part[0])
+            first = False
             for b, buf in zip(idx, part):
                 bufs[b] = buf
         return build(plan.unpack(bufs, leaves))
@@ -354,8 +403,13 @@ class Communicator:
     # --- hooks -------------------------------------------------------------------------
     #: ``_sum_kept_(op, plan, bufs)``, where the transport can: sum ``bufs`` (one of the plan's kept
     #: sets of NumPy buckets, which it allocated itself) in place, arming the watchdog with
-    #: :meth:`_arm`.  None: no fast path.
+    #: :meth:`_arm`, and calling ``self._verify(op, plan, bufs[0])`` right after bucket 0 is summed.
+    #: None: no fast path.
     _sum_kept_ = None
+    #: Dtype names the transport cannot sum or broadcast (refused with a TypeError naming the leaf).
+    _unsupported_ = {"sum": frozenset({"bool"}), "broadcast": frozenset()}
+    #: Exceptions of the transport that a collective turns into a :class:`DistributedError` naming it.
+    _transport_errors_ = ()
 
     def _sum_(self, group, bufs):
         """Sum each flat buffer over ranks, in place where possible; return the buffers."""
@@ -367,9 +421,20 @@ class Communicator:
     def _barrier_(self):
         raise NotImplementedError
 
-    def _allgather_ints_(self, value):
-        """Every rank's ``value`` (an int), or ``None`` where the transport cannot tell."""
-        return None
+    def _check_home_(self):
+        """``(namespace, device)`` of the check-word bucket of a tree without arrays (NumPy, CPU)."""
+        from .._backend import backend_module
+
+        return backend_module("numpy").namespace(), "cpu"
+
+    def _failed(self, op, plan, idx, exc):
+        """The :class:`DistributedError` for transport error ``exc`` in a collective on buckets ``idx``."""
+        what = op if plan is None else f"{op} of {', '.join(plan.describe(b) for b in idx)}"
+        first = (str(exc).strip().splitlines() or [""])[0].split(", error stack")[0][:300]  # MPICH's: its cause
+        return DistributedError(
+            f"rank {self.rank} of {self.size} ({self.backend}): {what} failed in the transport "
+            f"({type(exc).__name__}: {first}); the ranks probably passed pytrees of different sizes or dtypes, "
+            "or called different collectives")
 
 
 def _weight(weight):
@@ -383,6 +448,16 @@ def _weight(weight):
         raise ValueError(f"allreduce_mean: weight must be a finite number >= 0 (n_local * size / n_total), "
                          f"got {weight!r}")
     return w
+
+
+def check_mode(default):
+    """Whether every collective reads its check words: ``GPUAD_DIST_CHECK`` (every|first) or ``default``."""
+    raw = os.environ.get("GPUAD_DIST_CHECK", "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("every", "first"):
+        raise ValueError(f"GPUAD_DIST_CHECK must be 'every' or 'first', got {raw!r}")
+    return raw == "every"
 
 
 def _check_floating(leaves):
@@ -413,9 +488,12 @@ class _Guard:
     def __enter__(self):
         self.wd = self.comm._arm(self.op, self.plan, self.idx)
 
-    def __exit__(self, *exc):
+    def __exit__(self, etype, exc, tb):
         if self.wd is not None:
             self.wd.disarm()
+        errors = self.comm._transport_errors_
+        if errors and isinstance(exc, errors):
+            raise self.comm._failed(self.op, self.plan, self.idx, exc) from exc
         return False
 
 

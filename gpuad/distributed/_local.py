@@ -2,14 +2,17 @@
 
 For tests and for debugging data-parallel code without MPI or GPUs: the
 bucketing, averaging and structure checks are the real ones; only the
-transport is a shared list and a :class:`threading.Barrier`.
+transport is a shared list and a :class:`threading.Barrier`.  Where a real
+transport would fail on buffers of different sizes (a truncated message) or
+mix bytes of different dtypes, the local group compares every rank's buffers
+and raises :class:`DistributedError` on all of them, naming each rank's.
 """
 
 from __future__ import annotations
 
 import threading
 
-from ._comm import CollectiveTimeout, Communicator
+from ._comm import CollectiveTimeout, Communicator, DistributedError
 
 __all__ = ["LocalCommunicator", "local_group", "run_local"]
 
@@ -55,6 +58,7 @@ class LocalCommunicator(Communicator):
         dt = group[2]
         self.calls.extend(("sum", dt, int(b.shape[0])) for b in bufs)
         every = self._group.exchange(self.rank, bufs, "allreduce")
+        self._same_buffers(every, "allreduce")
         out = []
         for i in range(len(bufs)):
             acc = every[0][i]
@@ -67,13 +71,24 @@ class LocalCommunicator(Communicator):
         ns, dt = group[0], group[2]
         self.calls.extend(("bcast", dt, int(b.shape[0])) for b in bufs)
         every = self._group.exchange(self.rank, bufs, "broadcast")
+        self._same_buffers(every, "broadcast")
         return bufs if self.rank == root else [ns.asarray(b, copy=True) for b in every[root]]
 
     def _barrier_(self):
         self._group.exchange(self.rank, None, "barrier")
 
-    def _allgather_ints_(self, value):
-        return self._group.exchange(self.rank, int(value), "structure check")
+    def _same_buffers(self, every, what):
+        """Raise, on every rank alike, unless all ranks passed buffers of the same sizes and dtypes."""
+        def shape(bufs):
+            return [(int(b.shape[0]), str(b.dtype)) for b in bufs]
+
+        mine = shape(every[0])
+        if any(shape(b) != mine for b in every[1:]):
+            each = "; ".join(f"rank {r}: " + ", ".join(f"{n:,} {dt}" for n, dt in shape(b))
+                             for r, b in enumerate(every))
+            raise DistributedError(f"gpuad.distributed (local group): rank {self.rank} of {self.size}: {what} "
+                                   f"of buffers that differ across ranks ({each}): the ranks passed pytrees of "
+                                   "different structure, shapes or dtypes")
 
     def abort(self, code=1):
         self._group.barrier.abort()

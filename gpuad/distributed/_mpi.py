@@ -75,6 +75,7 @@ class MPICommunicator(Communicator):
                          bucket_mb=bucket_mb, timeout=timeout)
         self._cuda_checked = False
         self._in_place, self._sum = MPI.IN_PLACE, MPI.SUM
+        self._transport_errors_ = (MPI.Exception,)  # e.g. "Message truncated": buckets of different sizes
         if abort_on_error and self.size > 1:
             self._install_excepthook()
 
@@ -138,9 +139,14 @@ class MPICommunicator(Communicator):
         # The kept buckets are NumPy arrays the plan allocated (C-contiguous, writeable): what
         # ``comm_buffer`` checks per call on the general path holds by construction.
         wd = self._arm(op, plan, plan.all_buckets)
+        allreduce, in_place, add = self._comm.Allreduce, self._in_place, self._sum
         try:
-            for b in bufs:
-                self._comm.Allreduce(self._in_place, b, op=self._sum)
+            allreduce(in_place, bufs[0], op=add)
+            self._verify(op, plan, bufs[0])  # NOTE [check words]: before the other buckets
+            for k in range(1, len(bufs)):
+                allreduce(in_place, bufs[k], op=add)
+        except self._MPI.Exception as e:
+            raise self._failed(op, plan, plan.all_buckets, e) from e
         finally:
             if wd is not None:
                 wd.disarm()
@@ -161,6 +167,3 @@ class MPICommunicator(Communicator):
 
     def _barrier_(self):
         self._comm.Barrier()
-
-    def _allgather_ints_(self, value):
-        return self._comm.allgather(int(value))  # a few bytes of metadata, not array data

@@ -3,8 +3,13 @@
 The store that exchanges NCCL's unique id runs on rank 0 at
 ``host:port`` (``CUPYX_DISTRIBUTED_HOST``/``_PORT`` or ``MASTER_ADDR``/
 ``MASTER_PORT``).  Reductions and broadcasts are enqueued on the current
-CUDA stream with the buckets in place: nothing is copied to the host and the
-host does not wait for the GPU.
+CUDA stream with the buckets in place.  The few check words of NOTE [check
+words] are read back after the first bucket of a plan's first collective
+only (NOTE [when check words are read]): later collectives never make the
+host wait for the device.
+
+cupyx's NCCL backend has no bool, int16 or uint16: sums of those are refused
+(a ``TypeError`` naming the leaf), broadcasts move their bytes as uint8.
 """
 
 from __future__ import annotations
@@ -28,14 +33,19 @@ class NCCLCommunicator(Communicator):
     host, port : optional
         Address of the rendezvous store on rank 0 (cupyx's defaults when None).
     bucket_mb, timeout
-        See :class:`Communicator`.  The watchdog only covers ``barrier`` and
-        the structure check here: NCCL calls are asynchronous.
+        See :class:`Communicator`.  NCCL calls are asynchronous: the watchdog
+        covers ``barrier`` and the read of a plan's check words on its first
+        collective (``GPUAD_DIST_CHECK=every``: on every collective).
     nccl : object, optional
         An already made ``cupyx.distributed`` backend (``all_reduce(in, out,
         op)``, ``broadcast(x, root)``, ``barrier()``); tests pass a fake.
     """
 
     backend = "nccl"
+    check_every_call = False  # NOTE [when check words are read]
+    #: Not in cupyx's NCCL dtype table (``cupyx.distributed._nccl_comm._nccl_dtypes``).
+    _unsupported_ = {"sum": frozenset({"bool", "int16", "uint16", "bfloat16"}), "broadcast": frozenset()}
+    _as_bytes = frozenset({"bool", "int16", "uint16", "bfloat16"})
 
     def __init__(self, rank, size, *, local_rank=None, host=None, port=None, bucket_mb=None,
                  timeout="default", nccl=None):
@@ -53,7 +63,14 @@ class NCCLCommunicator(Communicator):
                 import cupyx.distributed as cxd
             except ImportError as e:
                 raise DistributedError(f"NCCLCommunicator: cupyx.distributed is not available: {e}") from None
-            nccl = cxd.init_process_group(size, rank, host=host, port=None if port is None else int(port))
+            try:
+                nccl = cxd.init_process_group(size, rank, host=host, port=None if port is None else int(port))
+            except RuntimeError as e:
+                if "NCCL is not available" not in str(e):
+                    raise
+                raise DistributedError(
+                    f"NCCLCommunicator: CuPy cannot load the NCCL library ({e}); CuPy's wheels do not bundle "
+                    f"it: {cupy_backend.nccl_install_hint()}") from None
         super().__init__(rank, size, local_rank=rank if local_rank is None else local_rank,
                          bucket_mb=bucket_mb, timeout=timeout)
         self._nccl = nccl
@@ -64,9 +81,15 @@ class NCCLCommunicator(Communicator):
         return bufs
 
     def _bcast_(self, group, bufs, root):
+        as_bytes = group[2] in self._as_bytes
         for b in bufs:
-            self._nccl.broadcast(b, root)
+            self._nccl.broadcast(b.view("uint8") if as_bytes else b, root)
         return bufs
+
+    def _check_home_(self):
+        from .._backend import backend_module
+
+        return backend_module("cupy").namespace(), None  # the current device
 
     def _barrier_(self):
         self._nccl.barrier()

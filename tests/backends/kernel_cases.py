@@ -14,6 +14,7 @@ generic implementations, and on a GPU the CuPy kernels against both).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -42,6 +43,9 @@ class Case(NamedTuple):
     via_rules : callable
         ``via_rules(asarray, args, params, x)``: the same through gpuad's
         transforms; ``asarray`` turns a NumPy array into a backend array.
+    nonfinite : bool
+        The inputs hold inf or NaN on purpose: NumPy's "invalid value"
+        warnings (errors under pytest.ini) are expected and silenced.
     """
 
     id: str
@@ -49,6 +53,11 @@ class Case(NamedTuple):
     sample: Callable
     ref: Callable
     via_rules: Callable
+    nonfinite: bool = False
+
+    def errstate(self):
+        """``numpy.errstate`` silencing invalid-value warnings for a ``nonfinite`` case, else a no-op."""
+        return np.errstate(invalid="ignore") if self.nonfinite else contextlib.nullcontext()
 
 
 def _vjp(f, asarray, x, g):
@@ -94,6 +103,36 @@ def _with_x(name, deriv, f_gpuad, lo=-6.0, hi=6.0, ans=None):
                 lambda asarray, args, params, x: _vjp(f_gpuad, asarray, x, args[0]))
 
 
+def _relu_nonfinite_case():
+    """relu's gradient with inf and NaN cotangents at active, inactive and zero units.
+
+    The generic rule is ``g * (ans > 0)``: an inf or NaN cotangent at an
+    inactive unit gives NaN (inf * 0), which is what loss scaling needs to
+    see an fp16 overflow; the kernel must not turn it into 0.
+    """
+
+    def sample(rng, dtype):
+        x = rng.uniform(-3.0, 3.0, size=(4, 6))
+        x[:, :3] = (-1.5, 0.0, 2.0)  # inactive, zero, active in each row
+        x = x.astype(dtype)
+        g = rng.normal(size=(4, 6))
+        g[0, :3] = g[1, :3] = np.inf
+        g[2, :3] = -np.inf
+        g[3, :3] = np.nan
+        g = g.astype(dtype)
+        return (g, np.maximum(x, 0)), {}, x
+
+    def ref(g, ans):
+        with np.errstate(invalid="ignore"):
+            return g * (ans > 0).astype(ans.dtype)
+
+    def via_rules(asarray, args, params, x):
+        with np.errstate(invalid="ignore"):
+            return _vjp(nn.relu, asarray, x, args[0])
+
+    return Case("nn_relu_grad[nonfinite g]", "nn_relu_grad", sample, ref, via_rules, nonfinite=True)
+
+
 def _log_softmax_case(axis):
     def sample(rng, dtype):
         x = rng.normal(scale=3.0, size=(4, 6)).astype(dtype)
@@ -117,10 +156,11 @@ def _adam_case(decoupled):
     def sample(rng, dtype):
         p, g, m = (rng.normal(size=(6, 5)).astype(dtype) for _ in range(3))
         v = rng.uniform(0.0, 2.0, size=(6, 5)).astype(dtype)
-        f32 = np.float32
-        # As gpuad.optim computes them: float32, bias corrections 1 - exp(t log b).
-        c1, c2 = (f32(1.0) - np.exp(f32(t) * f32(math.log(hyper[b]))) for b in ("b1", "b2"))
-        scalars = tuple(np.asarray(s, dtype="float32") for s in (lr, c1, c2))
+        # As gpuad.optim computes them: in the parameters' dtype (float64 for float64 parameters,
+        # else float32: NOTE [optimizer arithmetic dtype]), bias corrections 1 - b^t = -expm1(t log b).
+        ct = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+        c1, c2 = (-np.expm1(ct(t) * ct(math.log(hyper[b]))) for b in ("b1", "b2"))
+        scalars = tuple(np.asarray(s, dtype=ct) for s in (lr, c1, c2))
         params = dict(hyper, l2=0.0 if decoupled else wd, weight_decay=wd if decoupled else 0.0)
         return (p, g, m, v) + scalars, params, None
 
@@ -159,6 +199,7 @@ CASES = (
     _unary("square", np.square, ops.square, lambda x: 2.0 * x, "x", -3.0, 3.0),
     _unary("reciprocal", np.reciprocal, ops.reciprocal, lambda a: -a * a, "ans", 0.2, 3.0),
     _with_x("nn_relu_grad", lambda a: (a > 0).astype(a.dtype), nn.relu, ans=lambda x: np.maximum(x, 0)),
+    _relu_nonfinite_case(),
     _with_x("nn_sigmoid_grad", lambda s: s * (1.0 - s), nn.sigmoid, -30.0, 30.0, ans=_stable_sigmoid),
     _with_x("nn_softplus_grad", _np_sigmoid, nn.softplus, -30.0, 30.0),
     _with_x("nn_silu_grad", lambda x: _np_sigmoid(x) * (1.0 + x * (1.0 - _np_sigmoid(x))), nn.silu, -30.0, 30.0),

@@ -62,12 +62,14 @@ def make_fake_cupy(device_count=1, count_error=None, smoke_error=None, smoke_res
     cupy.cuda = types.SimpleNamespace(
         runtime=types.SimpleNamespace(
             getDeviceCount=getDeviceCount, getDeviceProperties=getDeviceProperties, memGetInfo=memGetInfo,
+            getDevice=lambda: calls["device"],
         )
     )
     cupy.arange = lambda n, dtype=None: list(range(n))
 
     def ElementwiseKernel(in_params, out_params, body, name):
         def launch(x):
+            calls["launched_on"].append(calls["device"])  # a launch opens a context on the current device
             if smoke_error is not None:
                 raise smoke_error
             return _FakeDeviceArray([smoke_result if i == 3 else 2.0 * i for i in range(len(x))])
@@ -97,18 +99,25 @@ def make_fake_cupy(device_count=1, count_error=None, smoke_error=None, smoke_res
 
     pool = _Pool()
     calls["device"] = 0
+    calls["launched_on"], calls["used"] = [], []
 
     class Device:
         def __init__(self, i):
             self.i = i
 
         def use(self):
+            calls["used"].append(self.i)
             calls["device"] = self.i
 
     cupy.cuda.Device = Device
     cupy.get_default_memory_pool = lambda: pool
     cupy._calls = calls
     return cupy
+
+
+#: What launchers set to a process's index on its machine (torchrun, Open MPI, MPICH, MVAPICH, PMI, PALS, Slurm).
+LAUNCHER_LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK",
+                            "PMI_LOCAL_RANK", "PALS_LOCAL_RANKID", "SLURM_LOCALID")
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +128,8 @@ def fresh_state(monkeypatch):
     monkeypatch.setattr(_backend, "_choice", None)
     monkeypatch.delenv("GPUAD_BACKEND", raising=False)
     monkeypatch.delenv("GPUAD_GPU_MEMORY_LIMIT", raising=False)
+    for name in LAUNCHER_LOCAL_RANK_VARS:  # as a process outside any launcher
+        monkeypatch.delenv(name, raising=False)
     yield
 
 
@@ -223,6 +234,67 @@ def test_working_fake_is_usable(fake_cupy):
     assert cupy_backend.devices() == ["cuda:0 Fake GPU (16.0 GiB)", "cuda:1 Fake GPU (16.0 GiB)"]
     stats = cupy_backend.memory_stats()
     assert stats["device_total_bytes"] == 16 * 2**30
+
+
+@pytest.mark.parametrize("var, value, device", [
+    ("LOCAL_RANK", "1", 1),                       # torchrun
+    ("OMPI_COMM_WORLD_LOCAL_RANK", "2", 2),       # Open MPI
+    ("MPI_LOCALRANKID", "5", 1),                  # MPICH's Hydra; 5 modulo 4 devices
+])
+def test_probe_runs_on_the_local_rank_device_not_device_0(fake_cupy, monkeypatch, var, value, device):
+    # NOTE [probe device]: under a launcher, every rank would otherwise open a context on GPU 0 first
+    fake = fake_cupy(device_count=4)
+    monkeypatch.setenv(var, value)
+    ok, reason = cupy_backend.probe()
+    assert ok, reason
+    assert fake._calls["used"] == [device] and fake._calls["launched_on"] == [device]
+    assert f"device {device}: Fake GPU" in reason
+    assert cupy_backend.device_count() == 4 and fake._calls["used"] == [device]  # probed once
+
+
+def test_probe_without_a_launcher_uses_the_current_device(fake_cupy):
+    fake = fake_cupy(device_count=2)
+    ok, reason = cupy_backend.probe()
+    assert ok and fake._calls["used"] == [] and fake._calls["launched_on"] == [0]
+    assert "device 0: Fake GPU" in reason
+
+
+def test_device_key_of_an_unhashable_device():
+    class Device:  # as cupy.cuda.Device in CuPy 14: __eq__ but no __hash__
+        def __init__(self, i):
+            self.id = i
+
+        def __eq__(self, other):
+            return isinstance(other, Device) and other.id == self.id
+
+    with pytest.raises(TypeError):
+        hash(Device(1))
+    assert cupy_backend.device_key(Device(1)) == ("cuda", 1)
+    assert hash(cupy_backend.device_key(Device(1))) == hash(cupy_backend.device_key(Device(1)))
+
+
+def test_install_hints_follow_the_installed_wheel(monkeypatch):
+    from gpuad.backends import cupy_env
+
+    for dist, extra, nccl in [("cupy-cuda13x", ("cuda13", "cupy-cuda13x"), "pip install nvidia-nccl-cu13"),
+                              ("cupy-cuda12x", ("cuda12", "cupy-cuda12x"), "pip install nvidia-nccl-cu12"),
+                              (None, None, "nvidia-nccl-cu12 (CUDA 12) or nvidia-nccl-cu13 (CUDA 13)")]:
+        monkeypatch.setattr(cupy_env, "_distribution", lambda d=dist: d)
+        assert cupy_backend.install_extra() == extra
+        assert nccl in cupy_backend.nccl_install_hint()
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_nccl_available(fake_cupy, monkeypatch, available):
+    # CuPy's wheels do not bundle NCCL; cupy.cuda.nccl.available says whether it loaded
+    fake = fake_cupy()
+    nccl = types.ModuleType("cupy.cuda.nccl")
+    nccl.available = available
+    fake.cuda.nccl = nccl
+    monkeypatch.setitem(sys.modules, "cupy.cuda", fake.cuda)
+    ok, why = cupy_backend.nccl_available()
+    assert ok is available
+    assert available or "nvidia-nccl-cu" in why
 
 
 def test_probe_never_raises(fake_cupy):

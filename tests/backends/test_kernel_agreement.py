@@ -64,9 +64,10 @@ def test_reference_equals_fused_impl_and_composite(cpu_backend, case):
     args, params, _ = case.sample(np.random.default_rng(3), "float64")
     bargs = [cpu_backend.asarray(a, dtype=None) for a in args]
     want = case.ref(*args, **params)
-    outs = [("impl", prim(*bargs, **params))]
-    if prim.composite is not None:
-        outs.append(("composite", prim.composite(*bargs, **params)))
+    with case.errstate():
+        outs = [("impl", prim(*bargs, **params))]
+        if prim.composite is not None:
+            outs.append(("composite", prim.composite(*bargs, **params)))
     for what, out in outs:
         _close(tuple(cpu_backend.to_numpy(r) for r in as_tuple(out)), want, "float64", f"{case.id} {what}")
 
