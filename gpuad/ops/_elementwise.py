@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from .._core import Tracer
 from .._dtypes import dtype_in, dtype_name, is_floating
 from .._registry import defnondiff, defop, defunary
 
@@ -324,7 +325,23 @@ imag = defop("imag", lambda xp, x: xp.imag(x), vjp=(lambda g, ans, x: multiply(g
              jvp=(lambda t, ans, x: imag(t),), keep_args=(), keep_ans=False)
 
 # --- non-differentiable -----------------------------------------------------
-sign = defnondiff("sign", lambda xp, x: xp.sign(x))
+sign_p = defnondiff("sign", lambda xp, x: xp.sign(x))
+
+
+def sign(x, /):
+    """``-1``, ``0`` or ``1`` for a real ``x`` (zero derivative); ``x / |x|`` (0 at 0) for a complex one.
+
+    # NOTE [complex sign]: on the unit circle the complex sign is not piecewise
+    # constant, so a traced complex ``x`` takes the differentiable form
+    # ``x / |x|`` instead of the non-differentiable primitive.
+    """
+    if isinstance(x, Tracer) and dtype_name(x.dtype).startswith("complex"):
+        r = abs(x)
+        zero = equal(r, 0)
+        return where_p(zero, 0.0, divide(x, where_p(zero, 1.0, r)))
+    return sign_p(x)
+
+
 signbit = defnondiff("signbit", lambda xp, x: xp.signbit(x))
 floor = defnondiff("floor", lambda xp, x: xp.floor(x))
 ceil = defnondiff("ceil", lambda xp, x: xp.ceil(x))

@@ -349,6 +349,27 @@ def test_complex_abs_derivatives(backend):
     np.testing.assert_allclose(backend.to_numpy(g), [1.0, -1.0, 1.0], rtol=1e-12)
 
 
+def test_complex_sign_is_differentiable(backend):
+    # NOTE [complex sign]: x / |x|, 0 at 0; a real sign keeps its zero derivative.
+    c = backend.asarray(np.asarray([1 + 2j, 3 - 1j, 0.5j]), dtype="complex128")
+
+    def f(a, b):
+        s = ops.sign(a + 1j * b) * c
+        return ops.real(s) + 2.0 * ops.imag(s)
+
+    a, b = backend.asarray(np.asarray([0.3, -1.0, 0.0])), backend.asarray(np.asarray([0.4, 2.0, 1.5]))
+    check_grads(f, (a, b), order=2, modes=("fwd", "rev"))
+    z, t = np.asarray([0.3 + 0.4j]), np.asarray([0.5 - 1j])
+    _, dz = gpuad.jvp(ops.sign, (backend.asarray(z, dtype=None),), (backend.asarray(t, dtype=None),))
+    want = (t - z * np.real(np.conj(z) * t) / abs(z) ** 2) / abs(z)   # d(z/|z|) along t
+    np.testing.assert_allclose(backend.to_numpy(dz), want, rtol=1e-12)
+    zero = gpuad.jvp(ops.sign, (backend.asarray(np.asarray([0j]), dtype=None),),
+                     (backend.asarray(np.asarray([1 + 1j]), dtype=None),))[1]
+    assert backend.to_numpy(zero)[0] == 0
+    x = backend.asarray(np.asarray([1.0, -2.0, 0.0]))
+    np.testing.assert_array_equal(backend.to_numpy(gpuad.grad(lambda x: ops.sum(ops.sign(x) * x))(x)), [1, -1, 0])
+
+
 def test_imag_derivatives(backend):
     an = np.asarray([0.3, -1.2, 2.0])
     a = backend.asarray(an)
