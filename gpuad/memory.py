@@ -19,11 +19,11 @@ Usage::
 # snapshot) holds an array in it.
 
 # NOTE [when bytes stop counting]: a node stops counting when the backward
-# pass frees it (``grad``; observer hook ``freed``), or when every block it
-# held has been garbage collected (a weak reference to the block owner drops
-# it).  A node that dies unconsumed (a ``vjp`` tape that was never pulled
-# back) while the user still holds its arrays keeps counting until the
-# accountant is removed: the engine's ``Node`` cannot be weakly referenced.
+# pass frees it (``grad``; observer hook ``freed``), when the node itself is
+# garbage collected (a ``vjp`` tape, pulled back or not, or the tape of
+# ``jacrev``/``hessian``, which keep their nodes for every row: a weak
+# reference to the node drops it), or when every block it held has been
+# collected (a weak reference to the block owner drops the block).
 
 # NOTE [phases]: a *forward* phase starts with the first node saved while no
 # node is live; the *backward* phase starts with the first node freed, and
@@ -168,7 +168,8 @@ class Accountant:
     def __init__(self, prev=None):
         self.prev = prev
         self._blocks = {}   # key -> [nbytes, holders, weakref or None, snapshot holders]
-        self._nodes = {}    # id(node) -> (seq, keys)
+        self._nodes = {}    # id(node) -> (seq, keys, weakref to the node)
+        self._me = weakref.ref(self)
         self._holds = {}    # token -> keys (snapshots)
         self._backends = set()
         self.live = 0
@@ -256,18 +257,33 @@ class Accountant:
         if stale is not None:  # a dead node's id was reused: it holds nothing now
             for k, snap in stale[1]:
                 self._release(k, snap)
-        self._nodes[id(node)] = (node.seq, [(k, snapshot) for k in keys])
+        key, seq, me = id(node), node.seq, self._me
+
+        def gone(_ref):
+            acc = me()
+            if acc is not None:
+                rec = acc._nodes.get(key)
+                if rec is not None and rec[0] == seq:
+                    acc._drop(key, seq)
+
+        self._nodes[key] = (seq, [(k, snapshot) for k in keys], weakref.ref(node, gone))
         self._bump()
 
     def freed(self, node):
         if self.prev is not None:
             self.prev.freed(node)
+        self._drop(id(node), node.seq)
+
+    def _drop(self, key, seq):
+        """A node's bytes stop counting: freed by backward, or collected (NOTE [when bytes stop counting])."""
         if self.phase != "backward":
             self.last_forward_peak = max(self._fwd_peak, self.live)
             self.phase = "backward"
             self._bwd_peak = self.live
-        rec = self._nodes.pop(id(node), None)
-        if rec is None or rec[0] != node.seq:
+        rec = self._nodes.pop(key, None)
+        if rec is None or rec[0] != seq:
+            if rec is not None:  # another node's record under a reused id: keep it
+                self._nodes[key] = rec
             return
         self.nodes_freed += 1
         for k, snap in rec[1]:

@@ -78,6 +78,27 @@ def test_unpulled_vjp_tape_released_when_collected():
     assert rep.peak_bytes == 8 * N
 
 
+def test_jacrev_and_hessian_tapes_stop_counting_when_collected():
+    # NOTE [when bytes stop counting]: their vjp tapes serve every row (nothing is freed by a
+    # backward pass) and stop counting when the nodes die, though the user still holds x.
+    x = np.linspace(0.0, 1.0, N)
+    f = lambda x: xp.sin(x) * xp.exp(x)  # noqa: E731
+    with track() as rep:
+        gpuad.jacrev(f)(x)
+    assert rep.live_bytes == 0 and rep.nodes_saved == rep.nodes_freed > 0
+    assert rep.peak_bytes == 3 * 8 * N  # sin keeps x, multiply keeps sin(x) and exp(x)
+    with track() as rep:
+        gpuad.hessian(lambda x: xp.sum(f(x)))(x)
+    assert rep.live_bytes == 0 and rep.nodes_saved == rep.nodes_freed
+    with track() as rep:
+        out, pull = gpuad.vjp(f, x)
+        pull(np.ones(N))
+        pull(np.ones(N))
+        assert gpuad.memory.live_bytes() == 3 * 8 * N  # pulled back twice: still held
+        del out, pull
+        assert gpuad.memory.live_bytes() == 0
+
+
 def test_nested_track_and_chaining():
     x = np.linspace(0.0, 1.0, N)
     with track() as outer:
