@@ -68,9 +68,9 @@ def _to_python(convert, name):
         if is_floating(self.dtype) and _storing(sys._getframe(1)):
             raise TypeError(
                 f"a traced gpuad value (shape {tuple(self.shape)}, dtype {self.dtype}) is being stored into "
-                f"an element of a plain array through {name}(), which would drop its derivative; create the "
-                "array from the traced values (gpuad.xp.zeros_like(x), then x[i] = ..., or xp.stack/"
-                "xp.concat), or store gpuad.stop_gradient(value) to drop the derivative on purpose"
+                f"an element of a plain array through {name}(), which would drop its derivative; write into a "
+                "traced array instead (y = x * 0.0, then y[i] = ...), build the array with gpuad.xp.stack, "
+                "concat or where, or store gpuad.stop_gradient(value) to drop the derivative on purpose"
             )
         return convert(value)
 

@@ -340,6 +340,8 @@ def _assemble(columns, out_shape, in_shape, like):
 def jacfwd(f, argnums=0):
     """Jacobian by forward mode: one JVP sweep per input element.
 
+    Keyword arguments of the returned function go to ``f`` undifferentiated.
+
     For output leaf of shape ``O`` and input of shape ``I`` the result has
     shape ``O + I``; pytree outputs give a pytree of such Jacobians.  Every
     differentiated argument is traced in every sweep (its tangent is zero
@@ -347,7 +349,7 @@ def jacfwd(f, argnums=0):
     """
     _check_callable(f, "jacfwd")
 
-    def jacfwd_f(*args):
+    def jacfwd_f(*args, **kwargs):
         single, nums = _argnums_tuple(argnums, len(args), "jacfwd")
         arg_tds = [tree_flatten(args[i])[1] for i in nums]
         in_leaves = tree_flatten(tuple(args[i] for i in nums))[0]
@@ -360,7 +362,7 @@ def jacfwd(f, argnums=0):
             for i, td in zip(nums, arg_tds):
                 new_args[i] = tree_unflatten(td, leaves[k:k + td.num_leaves])
                 k += td.num_leaves
-            return f(*new_args)
+            return f(*new_args, **kwargs)
 
         zeros = [ops.zeros_like(full_unbox(x)) for x in in_leaves]
         out_struct = None
@@ -404,10 +406,13 @@ def _jac_tree(out_td, per_arg, single):
 
 
 def jacrev(f, argnums=0):
-    """Jacobian by reverse mode: one VJP sweep per output element."""
+    """Jacobian by reverse mode: one VJP sweep per output element.
+
+    Keyword arguments of the returned function go to ``f`` undifferentiated.
+    """
     _check_callable(f, "jacrev")
 
-    def jacrev_f(*args):
+    def jacrev_f(*args, **kwargs):
         single, nums = _argnums_tuple(argnums, len(args), "jacrev")
         arg_tds = [tree_flatten(args[i])[1] for i in nums]
 
@@ -415,7 +420,7 @@ def jacrev(f, argnums=0):
             new_args = list(args)
             for i, a in zip(nums, diff_args):
                 new_args[i] = a
-            return f(*new_args)
+            return f(*new_args, **kwargs)
 
         out, vjp_fn = vjp(g, *[args[i] for i in nums])
         out_leaves, out_td = tree_flatten(out)

@@ -154,6 +154,14 @@ def test_storing_a_traced_value_into_a_plain_array_is_refused():
     np.testing.assert_array_equal(gpuad.grad(on_purpose)(a), [-1.2, 2.0, 0.0])
 
 
+    def as_the_message_says(a):  # a traced array takes the write, with its derivative
+        y = a * 0.0
+        y[0] = a[1] * 2.0
+        return xp.sum(y ** 2)
+
+    np.testing.assert_array_equal(gpuad.grad(as_the_message_says)(a), [0.0, 8 * a[1], 0.0])
+
+
 def test_iteration_and_len(backend):
     def f(x):
         assert len(x) == 3

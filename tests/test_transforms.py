@@ -212,3 +212,11 @@ def test_transforms_refuse_a_non_callable_by_name(name):
     }.get(name, lambda f: getattr(gpuad, name)(f)(x))
     with pytest.raises(TypeError, match=rf"^{name}: the function to transform must be a callable, got int 3$"):
         call(3)
+
+
+def test_jacobians_and_hessian_pass_keyword_arguments_to_f():
+    f = lambda x, *, s: xp.sum(x ** 3) * s  # noqa: E731
+    x = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(gpuad.jacrev(lambda x, *, s: x * s)(x, s=2.0), 2.0 * np.eye(2))
+    np.testing.assert_array_equal(gpuad.jacfwd(lambda x, *, s: x * s)(x, s=3.0), 3.0 * np.eye(2))
+    np.testing.assert_array_equal(gpuad.hessian(f)(x, s=2.0), np.diag(12.0 * x))

@@ -102,6 +102,8 @@ def _index_set_impl(xp, base, values, *, key):
     out = xp.asarray(base, copy=True)
     if not key_has_arrays(key):
         key, values = _setitem_form(xp, base, key, values)
+    elif len(key) == 1:  # a lone mask or index array goes in bare: array-api-strict's tuple-key
+        key = key[0]     # setitem converts an array inside a tuple through NumPy (host, CPU device)
     out[key] = values
     return out
 
