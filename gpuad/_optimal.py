@@ -147,7 +147,9 @@ class _Chain:
 
     def homogeneous(self):
         L = self.L
-        return (len(set(self.kin)) == 1 and len(set(self.kout)) == 1 and len(set(self.own)) == 1
+        # x_0 is held throughout (part of the base): step 0's input and what its tape keeps of it
+        # may differ from the other steps' (a float32 input to float64 steps, say)
+        return (len(set(self.kin[1:])) <= 1 and len(set(self.kout)) == 1 and len(set(self.own)) == 1
                 and len(set(self.b[1:L])) <= 1 and self.kin[0] <= self.b[0])
 
 

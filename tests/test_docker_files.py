@@ -207,3 +207,12 @@ def test_gpu_job_toolkit_check_matches_the_cuda_major(tmp_path, major, ldconfig,
     assert _has_toolkit(tmp_path, major, ldconfig, files) is want
     text = _gpu_sh()
     assert 'has_cuda_toolkit "$wheel_major"' in text and "/usr/local/cuda/lib64 ]" not in text
+
+
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_image_holds_what_its_test_suite_reads(path):
+    # README: `docker run ... python -m pytest -q` runs the suite in the image, whose repository
+    # checks (this file, the CI scripts' tests) read ci/, docker/ and .github/.
+    copied = {src.rstrip("/") for word, arg in _instructions(path) if word == "COPY" for src in arg.split()[:-1]}
+    missing = {"gpuad", "backends", "tests", "bench", "ci", "docker", ".github", "pytest.ini"} - copied
+    assert not missing, f"{path} does not copy {sorted(missing)}"

@@ -203,8 +203,10 @@ def test_homogeneous_recursion_matches_the_general_one():
         l = rng.randint(2, 16)
         b, tape = rng.randint(1, 6), rng.randint(0, 5)
         kin, kout = rng.randint(0, b), rng.randint(0, b)
-        b0 = rng.randint(max(1, kin), 6)
-        cost = S.StepCost([b0] + [b] * l, [kout + tape] * l, [kin] * l, [kout] * l, base_bytes=b0 + rng.randint(0, 3))
+        b0 = rng.randint(1, 6)
+        kin0 = rng.randint(0, b0)  # step 0 keeps part of x_0, which may differ from the other steps
+        cost = S.StepCost([b0] + [b] * l, [kout + tape] * l, [kin0] + [kin] * (l - 1), [kout] * l,
+                          base_bytes=b0 + rng.randint(0, 3))
         ch = O._Chain(cost, list(range(l + 1)))
         assert ch.homogeneous()
         ch.ticks(pooled=True)
@@ -456,3 +458,23 @@ def test_inexact_plans_fit_and_beat_the_classics():
         assert S.advance_cost(acts, cost.seconds) <= S.advance_cost(S.revolve_actions(l, s), cost.seconds)
     with pytest.raises(ValueError, match="exact limit"):
         O.optimal_actions(cost, budget, exact=True)
+
+
+def test_a_chain_whose_input_differs_is_still_planned_exactly():
+    # x_0 (float32) is smaller than the states after it (float64 steps): the chain is still
+    # homogeneous for the DP, which beats revolve at revolve's own measured peak.
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((8, 8)) / 3 for _ in range(120)]
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+
+    def loss(ws, **kw):
+        return xp.sum(checkpoint_sequential([(step, w) for w in ws], x, **kw))
+
+    gpuad.grad(loss)(ws, strategy="revolve", snapshots=4)
+    rev = last_report()
+    g = gpuad.grad(loss)(ws, strategy="optimal", budget_bytes=rev.actual_peak_bytes, debug=True)
+    opt = last_report()
+    assert opt.plan_info["exact"] and opt.plan_info["homogeneous"]
+    assert opt.actual_peak_bytes <= rev.actual_peak_bytes and opt.actual_advances < rev.actual_advances
+    for a, b in zip(g, gpuad.grad(loss)(ws, strategy="none")):
+        np.testing.assert_array_equal(a, b)
