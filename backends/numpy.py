@@ -125,7 +125,11 @@ def save_npz(path, arrays, metadata=None):
     """Write a dict ``name -> NumPy array`` (and a ``metadata`` string) to ``path``.
 
     The file is an uncompressed ``.npz``; ``metadata`` goes in the entry
-    ``__metadata__`` as a 0-d unicode array.
+    ``__metadata__`` as a 0-d unicode array.  Names must be non-empty
+    strings without NUL that ``numpy.savez`` does not take as
+    its own keywords (``file``, ``allow_pickle``) and that do not end in
+    ``.npy`` (``numpy.load`` strips it), so every entry reads back under its
+    own name; ``gpuad.serialization`` passes ``arr_0000``, ``arr_0001``, ...
 
     The write goes to a temporary file first and is renamed into place, so an
     interrupted save never leaves a truncated file under ``path``.
@@ -135,6 +139,10 @@ def save_npz(path, arrays, metadata=None):
     import numpy
 
     arrays = dict(arrays)
+    for name in arrays:
+        if (not isinstance(name, str) or not name or "\x00" in name or name.endswith(".npy")
+                or name in ("file", "allow_pickle", "__metadata__")):
+            raise ValueError(f"save_npz: {name!r} cannot name an .npz entry of {path!r}")
     if metadata is not None:
         arrays["__metadata__"] = numpy.asarray(metadata)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -148,13 +156,34 @@ def save_npz(path, arrays, metadata=None):
 
 
 def load_npz(path):
-    """Read an ``.npz``: ``(dict name -> NumPy array, metadata string or None)``."""
+    """Read an ``.npz``: ``(dict name -> NumPy array, metadata string or None)``.
+
+    Raises
+    ------
+    EOFError
+        For an empty file.
+    ValueError
+        For a file that is not a zip archive (a ``.npy`` array, a pickle, a
+        truncated file) or an archive NumPy cannot read; object arrays are
+        never unpickled.
+    """
     import numpy
 
-    with numpy.load(path, allow_pickle=False) as z:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError("it is a .npy file (a single array), not an .npz archive")
+    if not head:
+        raise EOFError("the file is empty")
+    if not head.startswith(b"PK"):
+        raise ValueError("it is not a zip archive, which an .npz file is")
+    z = numpy.load(path, allow_pickle=False)
+    if not hasattr(z, "files"):  # pragma: no cover - a zip is always opened as an NpzFile
+        raise ValueError(f"numpy.load returned a {type(z).__name__}, not an .npz archive")
+    with z:
         arrays = {k: z[k] for k in z.files}
     meta = arrays.pop("__metadata__", None)
-    return arrays, (str(meta[()]) if meta is not None else None)
+    return arrays, (str(meta[()]) if meta is not None and meta.ndim == 0 else None)
 
 
 # --- collectives (gpuad.distributed) ------------------------------------------

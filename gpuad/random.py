@@ -24,18 +24,33 @@ Keys are never consumed implicitly: to draw twice, :func:`split` first::
 
 # NOTE [portable floats]: uniforms are made from the top 24 (float32) or 53
 # (float64) bits, converted exactly to floating point, then scaled by a
-# power of two: identical on every backend.  ``normal`` applies ``log``,
-# ``sqrt``, ``cos`` and ``sin`` (Box-Muller), which libraries may round
-# differently in the last place; NumPy and array-api-strict agree exactly.
+# power of two: identical on every backend.  ``uniform`` with other bounds
+# scales in float32 (float64 for float64), rounds to the output dtype and
+# clamps into the dtype values of ``[minval, maxval)``.  ``normal`` applies
+# ``log``, ``sqrt``, ``cos`` and ``sin`` (Box-Muller), which libraries may
+# round differently in the last place; NumPy and array-api-strict agree
+# exactly.  ``truncated_normal`` uses only ``+ - * /``, ``sqrt`` and
+# comparisons on the device (its ``log`` is written with those, see
+# :func:`_log64`), all correctly rounded under IEEE 754, so it is
+# bit-identical on every backend too.
+
+# NOTE [scalar parameters]: ``minval``/``maxval``, ``mean``/``stddev``,
+# ``lower``/``upper`` and ``p`` must be Python or NumPy scalars.  Arrays are
+# refused: checking them (``minval < maxval``, ``0 <= p <= 1``) would read
+# them back to the host.  Draw with scalars and transform the result on the
+# device instead, e.g. ``lo + (hi - lo) * uniform(key, shape)``.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 
 from ._args import int_or_none
+from ._random_args import (  # noqa: F401  (scalar checks and dtype-exact bounds)
+    _FLOAT_FORMATS, _INT_RANGES, _ceil_in, _finite, _floor_in, _int, _int_bound, _real, _round_to, _shape, _size,
+    _step,
+)
 from ._backend import default_namespace, namespace_of
 from ._dtypes import dtype_in, dtype_name
 
@@ -200,42 +215,6 @@ def fold_in(key, data):
 
 
 # --- samples -------------------------------------------------------------------------
-def _int(v, fname, name):
-    """``v`` as an int (Python or NumPy integer), else a ``TypeError`` naming it; never truncates a float."""
-    n = int_or_none(v)
-    if n is None:
-        raise TypeError(f"random.{fname}: {name} must be an int, got {type(v).__name__}: {v!r}")
-    return n
-
-
-def _finite(fname, **values):
-    """Python or NumPy real scalars must be finite (arrays are left to broadcasting)."""
-    for name, v in values.items():
-        if isinstance(v, numbers.Real) and not math.isfinite(v):
-            raise ValueError(f"random.{fname}: {name} must be finite, got {v!r}")
-
-
-def _shape(shape, fname):
-    if isinstance(shape, int):
-        shape = (shape,)
-    try:
-        if any(isinstance(s, bool) for s in shape):
-            raise TypeError
-        shape = tuple(operator.index(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"random.{fname}: shape must be a tuple of ints, got {shape!r}") from None
-    if any(s < 0 for s in shape):
-        raise ValueError(f"random.{fname}: shape {shape} has a negative dimension")
-    return shape
-
-
-def _size(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def _bits(xp, k, n):
     """``n`` uint32 words, shape ``(n,)``."""
     if n == 0:
@@ -292,22 +271,55 @@ def uniform(key, shape=(), dtype="float32", minval=0.0, maxval=1.0):
     shape : tuple of int
     dtype : {"float32", "float64", "float16"} or a dtype object
     minval, maxval : float
+        Finite Python or NumPy scalars (not arrays, NOTE [scalar
+        parameters]), ``minval < maxval``; some value of ``dtype`` must lie
+        in ``[minval, maxval)`` and ``maxval - minval`` must not overflow
+        the working precision (float32, or float64 for float64).
 
     Returns
     -------
     array, shape ``shape``, dtype ``dtype``, on the key's device
-        Bit-identical across backends (NOTE [portable floats]).
+        Bit-identical across backends (NOTE [portable floats]).  Every value
+        ``v`` satisfies ``minval <= v < maxval`` exactly: the scaled draw is
+        rounded to ``dtype`` and clamped between the smallest ``dtype``
+        value ``>= minval`` and the largest one ``< maxval``.
+
+    Raises
+    ------
+    TypeError
+        For an array or non-real ``minval``/``maxval``, or a non-floating
+        ``dtype``.
+    ValueError
+        For non-finite bounds, ``minval >= maxval``, bounds outside the
+        range of ``dtype``, an interval holding no ``dtype`` value, or a
+        width ``maxval - minval`` that overflows.
     """
     xp, k = _check_key(key, "uniform")
     shape = _shape(shape, "uniform")
     name, dt = _float_dtype(xp, dtype, "uniform")
+    minval, maxval = _real(minval, "uniform", "minval"), _real(maxval, "uniform", "maxval")
     _finite("uniform", minval=minval, maxval=maxval)
-    if isinstance(minval, numbers.Real) and isinstance(maxval, numbers.Real) and not minval < maxval:
+    if not minval < maxval:
         raise ValueError(f"random.uniform: need minval < maxval, got [{minval!r}, {maxval!r})")
-    u = _unit(xp, k, _size(shape), name)
-    if minval != 0.0 or maxval != 1.0:
-        u = u * (maxval - minval) + minval
-    return xp.reshape(xp.astype(u, dt), shape)
+    n = _size(shape)
+    if minval == 0.0 and maxval == 1.0:  # already in [0, 1) in every dtype (see _unit)
+        return xp.reshape(xp.astype(_unit(xp, k, n, name), dt), shape)
+    biggest = _floor_in(math.inf, name, strict=True)
+    if not -biggest <= minval < maxval <= biggest:
+        raise ValueError(f"random.uniform: [minval, maxval) = [{minval!r}, {maxval!r}) is outside the range of "
+                         f"{name} (largest finite value {biggest!r})")
+    lo, hi = _ceil_in(minval, name), _floor_in(maxval, name, strict=True)
+    if lo > hi:
+        raise ValueError(f"random.uniform: no {name} value lies in [minval, maxval) = [{minval!r}, {maxval!r}); "
+                         "widen the interval or use a wider dtype")
+    work = "float64" if name == "float64" else "float32"
+    span = maxval - minval
+    if not math.isfinite(_round_to(span, work)):
+        raise ValueError(f"random.uniform: maxval - minval = {maxval!r} - {minval!r} overflows {work}, in which "
+                         f"{name} draws are computed; narrow the interval"
+                         + ("" if name == "float64" else " or use dtype float64"))
+    u = _unit(xp, k, n, work) * span + minval
+    return xp.reshape(xp.clip(xp.astype(u, dt), lo, hi), shape)
 
 
 def normal(key, shape=(), dtype="float32", mean=0.0, stddev=1.0):
@@ -319,6 +331,8 @@ def normal(key, shape=(), dtype="float32", mean=0.0, stddev=1.0):
     shape : tuple of int
     dtype : {"float32", "float64", "float16"} or a dtype object
     mean, stddev : float
+        Finite Python or NumPy scalars (not arrays, NOTE [scalar
+        parameters]), ``stddev >= 0``.
 
     Returns
     -------
@@ -327,8 +341,9 @@ def normal(key, shape=(), dtype="float32", mean=0.0, stddev=1.0):
     xp, k = _check_key(key, "normal")
     shape = _shape(shape, "normal")
     name, dt = _float_dtype(xp, dtype, "normal")
+    mean, stddev = _real(mean, "normal", "mean"), _real(stddev, "normal", "stddev")
     _finite("normal", mean=mean, stddev=stddev)
-    if isinstance(stddev, numbers.Real) and stddev < 0:
+    if stddev < 0:
         raise ValueError(f"random.normal: stddev must be >= 0, got {stddev!r}")
     n = _size(shape)
     work = "float64" if name == "float64" else "float32"
@@ -342,13 +357,29 @@ def normal(key, shape=(), dtype="float32", mean=0.0, stddev=1.0):
     return xp.reshape(xp.astype(z, dt), shape)
 
 
-def truncated_normal(key, shape=(), dtype="float32", lower=-2.0, upper=2.0):
-    """Standard normal samples truncated to ``[lower, upper]`` (inverse-CDF free).
+from ._normal_cdf import _TAIL_LIMIT, _log64, _ndtr, _ndtri  # noqa: E402,F401  (AS 241, fdlibm log)
 
-    Draws are resampled by rejection: each element takes the first of 8
-    candidate normals inside the bounds (for the default ``[-2, 2]`` all 8
-    miss with probability 3e-11); an element whose 8 candidates all miss is
-    clipped.
+
+def _open_unit64(xp, k, n):
+    """``n`` float64 values ``(j + 1/2) / 2**52`` with ``j`` uniform on ``[0, 2**52)``: in ``(0, 1)``."""
+    w = _bits(xp, k, 2 * n)
+    hi = xp.astype(xp.bitwise_right_shift(w[:n], 6), xp.float64)   # 26 bits
+    lo = xp.astype(xp.bitwise_right_shift(w[n:], 6), xp.float64)   # 26 bits
+    return (hi * 67108864.0 + lo + 0.5) * (2.0 ** -52)
+
+
+def truncated_normal(key, shape=(), dtype="float32", lower=-2.0, upper=2.0):
+    """Standard normal samples truncated to ``[lower, upper]``, by inverse-CDF sampling.
+
+    Each sample is ``Phi^-1(u)`` with ``u`` uniform on ``(Phi(lower),
+    Phi(upper))``: exact in distribution, for any interval, with one draw per
+    sample.  ``Phi`` at the two bounds is computed on the host
+    (``math.erfc``); ``Phi^-1`` on the device in float64 (Wichura's AS 241,
+    relative accuracy about 1e-16) with ``+ - * /``, ``sqrt`` and
+    comparisons only, so the numbers are bit-identical on every backend.  An
+    interval with ``lower >= 0`` is sampled as the mirror image of
+    ``[-upper, -lower]``, so that tails far from 0 keep full precision
+    (``Phi`` near 1 would cancel).
 
     Parameters
     ----------
@@ -356,25 +387,50 @@ def truncated_normal(key, shape=(), dtype="float32", lower=-2.0, upper=2.0):
     shape : tuple of int, default ``()``
     dtype : {"float32", "float64", "float16"} or a dtype object, default "float32"
     lower, upper : float
-        Finite bounds, ``lower < upper`` (default ``[-2, 2]``).
+        Python or NumPy scalars (not arrays, NOTE [scalar parameters]),
+        ``lower < upper``; either may be infinite (``-inf, inf`` gives the
+        standard normal).  The interval must reach into ``[-35, 35]``
+        (beyond, its probability underflows float64) and hold a value of
+        ``dtype``.
 
     Returns
     -------
     array, shape ``shape``, dtype ``dtype``, on the key's device
-        Values in ``[lower, upper]``.
+        Values ``v`` with ``lower <= v <= upper`` exactly: the float64
+        samples are rounded to ``dtype`` and clamped between the smallest
+        ``dtype`` value ``>= lower`` and the largest ``<= upper``.
+
+    Raises
+    ------
+    TypeError
+        For array or non-real bounds, or a non-floating ``dtype``.
+    ValueError
+        For NaN bounds, ``lower >= upper``, an interval beyond ``+-35``, or
+        one holding no ``dtype`` value.
     """
     xp, k = _check_key(key, "truncated_normal")
     shape = _shape(shape, "truncated_normal")
-    _finite("truncated_normal", lower=lower, upper=upper)
-    if isinstance(lower, numbers.Real) and isinstance(upper, numbers.Real) and not lower < upper:
+    name, dt = _float_dtype(xp, dtype, "truncated_normal")
+    lower, upper = _real(lower, "truncated_normal", "lower"), _real(upper, "truncated_normal", "upper")
+    if math.isnan(lower) or math.isnan(upper) or not lower < upper:
         raise ValueError(f"random.truncated_normal: need lower < upper, got [{lower!r}, {upper!r}]")
-    tries = 8
-    z = normal(k, (tries,) + shape, dtype=dtype)
-    out = xp.clip(z[tries - 1, ...], lower, upper)
-    for i in range(tries - 2, -1, -1):
-        ok = xp.logical_and(z[i, ...] >= lower, z[i, ...] <= upper)
-        out = xp.where(ok, z[i, ...], out)
-    return out
+    if lower > _TAIL_LIMIT or upper < -_TAIL_LIMIT:
+        raise ValueError(f"random.truncated_normal: [lower, upper] = [{lower!r}, {upper!r}] lies entirely beyond "
+                         f"+-{_TAIL_LIMIT:g} standard deviations, where its probability underflows float64; "
+                         "shift the interval towards 0")
+    lo, hi = _ceil_in(lower, name), _floor_in(upper, name)
+    if lo > hi:
+        raise ValueError(f"random.truncated_normal: no {name} value lies in [lower, upper] = "
+                         f"[{lower!r}, {upper!r}]; widen the interval or use a wider dtype")
+    flip = lower >= 0.0  # sample -x on [-upper, -lower]: the lower tail, where Phi is accurate
+    a, b = (-upper, -lower) if flip else (lower, upper)
+    pa, pb = _ndtr(a), _ndtr(b)
+    u = _open_unit64(xp, k, _size(shape)) * (pb - pa) + pa
+    x = _ndtri(xp, u)
+    if flip:
+        x = -x
+    x = xp.clip(xp.astype(x, dt), lo, hi)
+    return xp.reshape(x, shape)
 
 
 def bernoulli(key, p=0.5, shape=()):
@@ -384,7 +440,8 @@ def bernoulli(key, p=0.5, shape=()):
     ----------
     key : uint32 array, shape ``(2,)``
     p : float
-        Probability of ``True``, in ``[0, 1]``.
+        Probability of ``True``, in ``[0, 1]``: a Python or NumPy scalar
+        (not an array, NOTE [scalar parameters]).
     shape : tuple of int
 
     Returns
@@ -392,11 +449,12 @@ def bernoulli(key, p=0.5, shape=()):
     bool array, shape ``shape``
     """
     xp, k = _check_key(key, "bernoulli")
-    if not 0.0 <= float(p) <= 1.0:
+    p = _real(p, "bernoulli", "p")
+    if not 0.0 <= p <= 1.0:
         raise ValueError(f"random.bernoulli: p must be in [0, 1], got {p!r}")
     shape = _shape(shape, "bernoulli")
     # Compare 32-bit words with an integer threshold: exact and portable.
-    threshold = min(int(float(p) * 2.0 ** 32), 1 << 32)
+    threshold = min(int(p * 2.0 ** 32), 1 << 32)
     w = _bits(xp, k, _size(shape))
     if threshold >= 1 << 32:
         out = xp.ones(w.shape, dtype=xp.bool, device=k.device)
@@ -405,6 +463,7 @@ def bernoulli(key, p=0.5, shape=()):
     return xp.reshape(out, shape)
 
 
+#: The integer dtypes randint produces, with their smallest and largest values.
 def randint(key, shape, minval, maxval, dtype="int64"):
     """Uniform integers in ``[minval, maxval)``.
 
@@ -413,30 +472,48 @@ def randint(key, shape, minval, maxval, dtype="int64"):
     key : uint32 array, shape ``(2,)``
     shape : tuple of int
     minval, maxval : int
-        ``0 < maxval - minval <= 2**32``.
-    dtype : {"int32", "int64", ...}
+        Python or NumPy integer scalars (not arrays), ``0 < maxval - minval
+        <= 2**32``; ``minval`` and ``maxval - 1`` must be values of ``dtype``.
+    dtype : {"int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8"} or a dtype object
 
     Returns
     -------
-    integer array, shape ``shape``
+    integer array, shape ``shape``, dtype ``dtype``
+
+    Raises
+    ------
+    TypeError
+        For non-integer bounds (or arrays), or a ``dtype`` that is not an
+        integer dtype (floating dtypes and ``bool`` included).
+    ValueError
+        For an empty or too wide interval, or one that does not fit ``dtype``.
 
     Notes
     -----
     Multiply-shift reduction of a 32-bit word, ``(w * span) >> 32``: the
-    bias is below ``span / 2**32`` per value.
+    bias is below ``span / 2**32`` per value.  The offset ``minval`` is added
+    in int64 (uint64 for unsigned dtypes), so nothing wraps around.
     """
     xp, k = _check_key(key, "randint")
     shape = _shape(shape, "randint")
-    minval, maxval = _int(minval, "randint", "minval"), _int(maxval, "randint", "maxval")
+    minval, maxval = _int_bound(minval, "randint", "minval"), _int_bound(maxval, "randint", "maxval")
+    name = dtype_name(dtype) if dtype is not None else "int64"
+    if name not in _INT_RANGES:
+        raise TypeError(f"random.randint: dtype must be an integer dtype ({', '.join(_INT_RANGES)}), "
+                        f"got {dtype!r}")
     span = maxval - minval
     if not 0 < span <= 1 << 32:
         raise ValueError(f"random.randint: need 0 < maxval - minval <= 2**32, got [{minval}, {maxval})")
+    dmin, dmax = _INT_RANGES[name]
+    if minval < dmin or maxval - 1 > dmax:
+        raise ValueError(f"random.randint: [minval, maxval) = [{minval}, {maxval}) does not fit dtype {name}, "
+                         f"whose values are {dmin} to {dmax} (maxval is exclusive)")
     w = xp.astype(_bits(xp, k, _size(shape)), xp.uint64)
     v = xp.bitwise_right_shift(w * span, 32) if span < 1 << 32 else w
-    out = xp.astype(v, dtype_in(xp, dtype))
+    out = xp.astype(v, xp.uint64 if name.startswith("u") else xp.int64)  # v < 2**32: exact
     if minval != 0:
-        out = out + int(minval)
-    return xp.reshape(out, shape)
+        out = out + minval  # in [minval, maxval): within the dtype, so no wrap-around here or below
+    return xp.reshape(xp.astype(out, dtype_in(xp, name)), shape)
 
 
 def permutation(key, x):
@@ -446,11 +523,20 @@ def permutation(key, x):
     ----------
     key : uint32 array, shape ``(2,)``
     x : int or array of shape ``(n, ...)``
+        An array must be of the key's library and on its device.
 
     Returns
     -------
     int64 array of shape ``(x,)`` when ``x`` is an int; else ``x`` with its
     first axis shuffled (``take(x, perm, axis=0)``).
+
+    Raises
+    ------
+    TypeError
+        For an ``x`` that is neither an int nor an array with an axis, or an
+        array of another library than the key's.
+    ValueError
+        For a negative ``n``, or an array on another device than the key.
 
     Notes
     -----
@@ -459,6 +545,18 @@ def permutation(key, x):
     """
     xp, k = _check_key(key, "permutation")
     if getattr(x, "ndim", 0) >= 1:
+        from ._core import full_unbox
+
+        xa = full_unbox(x)
+        xns = namespace_of((xa,), "random.permutation")
+        if xns is not xp:
+            raise TypeError(f"random.permutation: x (shape {tuple(xa.shape)}) is an array of {xns.__name__} but "
+                            f"the key is an array of {xp.__name__}; make the key on x's backend and device, "
+                            "e.g. random.key(seed, like=x)")
+        if xa.device != k.device:
+            raise ValueError(f"random.permutation: the key is on device {k.device} but x (shape "
+                             f"{tuple(xa.shape)}) is on device {xa.device}; make the key on x's device, e.g. "
+                             "random.key(seed, like=x)")
         n = x.shape[0]
     else:
         try:

@@ -2,9 +2,12 @@
 
 ``save(path, tree)`` copies every array to the host through its backend's
 ``to_numpy`` (array-api-strict devices: ``to_device(CPU)``; CuPy: ``.get()``)
-and writes one ``.npz`` entry per array, named by its path in the tree
-(``"params/conv1/w"``), so the file opens with plain ``numpy.load`` too.
-The tree's structure goes in the entry ``__metadata__`` as JSON.
+and writes one ``.npz`` entry per array, named by the array's index in the
+tree's depth-first order (``arr_0000``, ``arr_0001``, ...); the tree's
+structure, dict keys included, goes in the entry ``__metadata__`` as JSON.
+So no dict key can collide with another entry or reach ``numpy.savez`` as a
+keyword, and the file opens with plain ``numpy.load`` too.  Files of the earlier format ``gpuad-pytree-1`` (entries
+named by their path in the tree) still load.
 
 ``load(path, like=..., backend=..., device=...)`` rebuilds the tree on any
 backend and device, whichever one saved it::
@@ -12,9 +15,11 @@ backend and device, whichever one saved it::
     gpuad.serialization.save("run.npz", {"params": params, "opt": opt_state})
     tree = gpuad.serialization.load("run.npz", backend="cupy")
 
-Supported nodes: dicts with string keys, lists, tuples (namedtuples come
-back as plain tuples), ``None``; leaves are arrays or Python ``bool``,
-``int``, ``float``, ``str``.
+Supported nodes: dicts with string keys (without ``"/"``, the separator of
+the paths that error messages give; an array may not sit under the top-level
+key ``"__metadata__"``), lists, tuples (namedtuples come back as
+plain tuples), ``None``; leaves are arrays of a numeric or boolean dtype
+(:data:`ARRAY_DTYPES`) or Python ``bool``, ``int``, ``float``, ``str``.
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ import os
 from ._backend import BACKENDS, backend_module, get_backend, namespace_of
 from ._dtypes import dtype_name
 
-__all__ = ["save", "load", "FORMAT"]
+__all__ = ["save", "load", "FORMAT", "ARRAY_DTYPES"]
 
-#: Written into every file; :func:`load` refuses other formats.
-FORMAT = "gpuad-pytree-1"
+#: Written into every file; :func:`load` reads this and the formats in ``_READABLE``, and refuses others.
+FORMAT = "gpuad-pytree-2"
+#: ``gpuad-pytree-1`` named each entry by its path in the tree; the metadata is the same.
+_READABLE = ("gpuad-pytree-1", FORMAT)
 #: The ``.npz`` entry that holds the structure (see ``backends/numpy.py``).
 _META = "__metadata__"
+#: The array dtypes :func:`save` writes (strings, dates, records and objects are refused).
+ARRAY_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float16", "float32", "float64", "complex64", "complex128")
 
 
 def _backend_of(x, fname):
@@ -46,6 +56,7 @@ def _backend_of(x, fname):
 
 
 def _encode(tree, path, arrays, fname):
+    """The metadata node of ``tree``; its arrays go into ``arrays`` as ``arr_NNNN`` (depth-first order)."""
     if isinstance(tree, dict):
         out = {}
         for k in sorted(tree):
@@ -62,13 +73,16 @@ def _encode(tree, path, arrays, fname):
         return {"value": tree}
     if hasattr(tree, "shape") and hasattr(tree, "dtype"):
         mod, x = _backend_of(tree, fname)
-        name = path or "leaf"
-        if name == _META:
+        if path == _META:  # kept reserved: the name of the metadata entry in files of format 1
             raise TypeError(f"{fname}: the key {_META!r} at the top of the tree is reserved for the file's metadata")
-        a = mod.to_numpy(x)
-        if a.dtype.hasobject:
-            raise TypeError(f"{fname}: cannot save an object array at {name} (load reads no pickled data)")
-        arrays[name] = a
+        dname = dtype_name(x.dtype)
+        if dname not in ARRAY_DTYPES:
+            what = (f"an object array at {path or '/'} (shape {tuple(x.shape)}; load reads no pickled data)"
+                    if dname == "object" else
+                    f"the array at {path or '/'} (shape {tuple(x.shape)}): its dtype {x.dtype} is not supported")
+            raise TypeError(f"{fname}: cannot save {what}; supported dtypes: {', '.join(ARRAY_DTYPES)}")
+        name = f"arr_{len(arrays):04d}"
+        arrays[name] = mod.to_numpy(x)
         return {"array": name}
     raise TypeError(f"{fname}: cannot save a {type(tree).__name__} at {path or '/'}")
 
@@ -92,7 +106,9 @@ def save(path, tree):
     Raises
     ------
     TypeError
-        For a leaf or key that cannot be stored; the message gives its path.
+        For a leaf or key that cannot be stored (e.g. an array of strings,
+        dates or records); the message gives its path and dtype.  Nothing
+        is written then.
     """
     target = os.fspath(path)
     if os.path.isdir(target):
@@ -126,31 +142,46 @@ def _target(like, backend, device, fname):
     return mod, device
 
 
-def _decode(spec, arrays, mod, device, path):
+def _malformed(file, where, what):
+    return ValueError(f"load: {file}: malformed metadata ({what}, at {where or '/'})")
+
+
+def _decode(spec, arrays, mod, device, file, where=""):
+    """The subtree that metadata node ``spec`` describes (``where``: its path, for messages)."""
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ValueError(f"load: {path}: malformed metadata (a tree node is {type(spec).__name__} {spec!r:.60})")
+        raise _malformed(file, where, f"a tree node is {type(spec).__name__} {spec!r:.60}")
     (kind, val), = spec.items()
+    sub = (lambda k: f"{where}/{k}" if where else str(k))  # noqa: E731
     if kind == "dict":
-        return {k: _decode(v, arrays, mod, device, path) for k, v in val.items()}
-    if kind == "list":
-        return [_decode(v, arrays, mod, device, path) for v in val]
-    if kind == "tuple":
-        return tuple(_decode(v, arrays, mod, device, path) for v in val)
+        if not isinstance(val, dict):
+            raise _malformed(file, where, f"a 'dict' node holds {type(val).__name__} {val!r:.60}")
+        return {k: _decode(v, arrays, mod, device, file, sub(k)) for k, v in val.items()}
+    if kind in ("list", "tuple"):
+        if not isinstance(val, list):
+            raise _malformed(file, where, f"a {kind!r} node holds {type(val).__name__} {val!r:.60}")
+        items = [_decode(v, arrays, mod, device, file, sub(i)) for i, v in enumerate(val)]
+        return items if kind == "list" else tuple(items)
     if kind == "none":
+        if val is not None:
+            raise _malformed(file, where, f"a 'none' node holds {type(val).__name__} {val!r:.60}")
         return None
     if kind == "value":
+        if not isinstance(val, (bool, int, float, str)):
+            raise _malformed(file, where, f"a 'value' node holds {type(val).__name__} {val!r:.60}")
         return val
     if kind == "array":
+        if not isinstance(val, str):
+            raise _malformed(file, where, f"an 'array' node holds {type(val).__name__} {val!r:.60}")
         if val not in arrays:
-            raise ValueError(f"load: {path} has no array {val!r}")
+            raise ValueError(f"load: {file} has no array {val!r} (for {where or '/'})")
         a = arrays[val]
         name = dtype_name(a.dtype)
-        if not hasattr(mod.namespace(), name):  # e.g. float16 on array_api_strict (not a standard dtype)
-            raise TypeError(f"load: {path}: the array {val!r} (shape {tuple(a.shape)}) has dtype {name}, which the "
-                            f"{mod.NAME} backend does not support; load the file with another backend (numpy or "
-                            "cupy), or save that leaf in a supported dtype")
+        if name not in ARRAY_DTYPES or not hasattr(mod.namespace(), name):  # float16 on array_api_strict
+            raise TypeError(f"load: {file}: the array {where or '/'!r} (shape {tuple(a.shape)}) has dtype {name}, "
+                            f"which the {mod.NAME} backend does not support; load the file with another backend "
+                            "(numpy or cupy), or save that leaf in a supported dtype")
         return mod.from_numpy(a, device)
-    raise ValueError(f"load: {path}: unknown node kind {kind!r}")
+    raise _malformed(file, where, f"unknown node kind {kind!r}")
 
 
 def load(path, *, like=None, backend=None, device=None):
@@ -178,7 +209,11 @@ def load(path, *, like=None, backend=None, device=None):
         a CUDA device); the message says why.
     TypeError
         For an array whose dtype the backend lacks (float16 on
-        array-api-strict); the message names the entry.
+        array-api-strict); the message gives its path in the tree.
+    ValueError
+        For a file that is not an ``.npz`` archive written by :func:`save`
+        (a ``.npy`` file, another archive, malformed metadata); the message
+        names the file.
     """
     import zipfile
 
@@ -192,9 +227,13 @@ def load(path, *, like=None, backend=None, device=None):
                          f"gpuad.serialization.save ({type(e).__name__}: {e})") from e
     try:
         doc = json.loads(meta) if meta is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "tree" not in doc:
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("gpuad-pytree-") and fmt not in _READABLE:
+        raise ValueError(f"load: {os.fspath(path)} has the format {fmt!r}, which this version of gpuad cannot read "
+                         f"(it reads {', '.join(_READABLE)}); load it with a newer gpuad")
+    if fmt not in _READABLE or "tree" not in doc:
         raise ValueError(f"load: {os.fspath(path)} was not written by gpuad.serialization.save "
                          f"(no {FORMAT!r} metadata)")
     return _decode(doc["tree"], arrays, mod, dev, os.fspath(path))
