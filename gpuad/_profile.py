@@ -41,6 +41,11 @@ def _blocks(values):
     return out
 
 
+def within(blocks, of):
+    """Whether every block of ``blocks`` is one of ``of`` (``{key: nbytes}`` maps; NOTE [aliased states])."""
+    return bool(blocks) and blocks.keys() <= of.keys()
+
+
 def profile_chain(run_step, p_slices, x_leaves, leaves, live, frames):
     """Measure a chain's :class:`StepCost` (NOTE [profile replay]).
 
@@ -101,7 +106,7 @@ def profile_chain(run_step, p_slices, x_leaves, leaves, live, frames):
             cost.tape_bytes[k] = acct.live - live0 - new
             out_blocks = _blocks(outs)
             cost.state_bytes[k + 1] = sum(out_blocks.values())
-            cost.same_block[k + 1] = bool(out_blocks) and out_blocks.keys() <= ins.keys()
+            cost.same_block[k + 1] = within(out_blocks, ins)
             del trace, st, pb, out
             state = outs
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 
+from . import _profile
 from . import _schedules as S
 from ._plan import STRATEGIES, ScheduleReport, plan_checkpoints  # noqa: F401  (re-exported)
 from ._core import Tracer, bind, new_trace
@@ -171,14 +172,6 @@ _SEQ = _Sequential()
 _CLOSURE_HINT = "e.g. a step (lambda w, h: ..., w) with w as its params"
 
 
-def _same_blocks(state, prev):
-    """Whether every array of ``state`` lives in a memory block of ``prev`` (NOTE [aliased states])."""
-    from .memory import nbytes_of
-
-    new = {nbytes_of(a)[0] for a in state if hasattr(a, "shape")}
-    return bool(new) and new <= {nbytes_of(a)[0] for a in prev if hasattr(a, "shape")}
-
-
 def _float_leaf(v):
     return hasattr(v, "dtype") and hasattr(v, "shape") and is_floating(v.dtype)
 
@@ -241,7 +234,7 @@ class _Run:
                     self._check(k + 1, st)
                 if self.measure:
                     self._measure_state(k + 1, st)
-                    self.cost.same_block[k + 1] = _same_blocks(st, prev)
+                    self.cost.same_block[k + 1] = _profile.within(_profile._blocks(st), _profile._blocks(prev))
             self.state, self.pos = st, j
             self.advances += j - i
         elif kind == "snapshot":
@@ -345,7 +338,7 @@ class _Run:
                     new += nb
         out_blocks = self._census(outs)[1]
         cost = self.cost
-        cost.same_block[k + 1] = bool(out_blocks) and out_blocks.keys() <= census.keys()
+        cost.same_block[k + 1] = _profile.within(out_blocks, census)
         kout = 0 if cost.same_block[k + 1] else sum(nb for key, (h, nb) in out_blocks.items() if h > 0)
         cost.state_bytes[k + 1] = sum(nb for _, nb in out_blocks.values())
         cost.input_kept[k] = kin
@@ -412,8 +405,6 @@ class _Run:
 
 def _profile_of(chain, leaves):
     """The chain's cost model: cached, or measured by a profiling pass (NOTE [profile replay])."""
-    from . import _profile
-
     fns = chain.fns
     cost = _profile.cached_profile(fns, leaves)
     if cost is not None:
