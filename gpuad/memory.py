@@ -253,10 +253,7 @@ class Accountant:
             self._fwd_peak = self.live
         snapshot = getattr(node.prim.custom, "is_checkpoint", False) if node.prim is not None else False
         keys = [self._acquire(a, snapshot) for a in residual_arrays(node)]
-        stale = self._nodes.get(id(node))
-        if stale is not None:  # a dead node's id was reused: it holds nothing now
-            for k, snap in stale[1]:
-                self._release(k, snap)
+        # (a dead node's record is dropped by ``gone`` before its id can be reused)
         key, seq, me = id(node), node.seq, self._me
 
         def gone(_ref):
@@ -264,7 +261,7 @@ class Accountant:
             if acc is not None:
                 rec = acc._nodes.get(key)
                 if rec is not None and rec[0] == seq:
-                    acc._drop(key, seq)
+                    acc._drop(key)
 
         self._nodes[key] = (seq, [(k, snapshot) for k in keys], weakref.ref(node, gone))
         self._bump()
@@ -272,18 +269,16 @@ class Accountant:
     def freed(self, node):
         if self.prev is not None:
             self.prev.freed(node)
-        self._drop(id(node), node.seq)
+        self._drop(id(node))
 
-    def _drop(self, key, seq):
+    def _drop(self, key):
         """A node's bytes stop counting: freed by backward, or collected (NOTE [when bytes stop counting])."""
         if self.phase != "backward":
             self.last_forward_peak = max(self._fwd_peak, self.live)
             self.phase = "backward"
             self._bwd_peak = self.live
         rec = self._nodes.pop(key, None)
-        if rec is None or rec[0] != seq:
-            if rec is not None:  # another node's record under a reused id: keep it
-                self._nodes[key] = rec
+        if rec is None:  # saved before this accountant was installed, or already dropped
             return
         self.nodes_freed += 1
         for k, snap in rec[1]:
